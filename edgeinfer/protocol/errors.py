@@ -1,0 +1,45 @@
+"""Errors of the data plane, each with the gRPC status (and HTTP status) it maps to.
+
+Every front (gRPC, REST) turns these into a status in one place; the message
+is meant for a person: it names the model or tensor and what was expected.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class InferenceError(Exception):
+    """Base error: an internal failure unless a subclass says otherwise."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(InferenceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+
+class ModelNotFound(InferenceError):
+    code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+class ResourceExhausted(InferenceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
+class Unavailable(InferenceError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class DeadlineExceeded(InferenceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504

@@ -1,0 +1,241 @@
+"""Dynamic batching with Triton's semantics.
+
+Concurrent requests are joined along dimension 0 up to `max_batch_size`,
+waiting at most `max_queue_delay_microseconds` after the oldest request for
+more to arrive. Requests whose other dimensions or datatypes differ are never
+joined. The waiting queue is bounded: a full queue rejects at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeinfer.protocol.errors import ResourceExhausted
+from edgeinfer.protocol.tensors import Array
+
+RunBatch = Callable[[Mapping[str, Array]], list[Array]]
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+def signature_of(inputs: Mapping[str, Array]) -> Signature:
+    """What must match for two requests to share a batch: names, dtypes, non-batch dims."""
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Mapping[str, Array]
+    size: int
+    signature: Signature
+    future: asyncio.Future[list[Array]]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    size: int
+    compute_seconds: float
+    # Each request's wait from arrival to the start of its batch.
+    queue_seconds: tuple[float, ...]
+
+
+class DynamicBatcher:
+    """Forms batches for one model version and runs them.
+
+    `max_batch_size <= 1` never joins requests (batching off). A delay of 0
+    still joins whatever is already queued when an instance frees up.
+    With `inline=True` a batch runs on the event loop itself: only for models
+    whose largest batch computes faster than a thread hand-off costs.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        max_queue_size: int,
+        instance_count: int = 1,
+        inline: bool = False,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self._run_batch = run_batch
+        self._executor = executor
+        self._max_batch = max(1, max_batch_size)
+        self._delay = max_queue_delay_us / 1e6
+        self._max_queue = max_queue_size
+        self._instances = asyncio.Semaphore(1 if inline else instance_count)
+        self._inline = inline
+        self._on_batch = on_batch
+        self._name = name
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        # Resolved by submit() when the scheduler should look again.
+        self._wake: asyncio.Future[None] | None = None
+        self._wake_at_rows = 1
+        self._scheduler: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def inline(self) -> bool:
+        return self._inline
+
+    def start(self) -> None:
+        if self._scheduler is None:
+            self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+            self._scheduler = None
+
+    async def submit(self, inputs: Mapping[str, Array], size: int) -> list[Array]:
+        """Queue one request of `size` rows; return its rows of every output."""
+        if len(self._queue) >= self._max_queue:
+            raise ResourceExhausted(
+                f"model '{self._name}': queue is full ({self._max_queue} requests waiting); retry later"
+            )
+        future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, size, signature_of(inputs), future))
+        self._queued_rows += size
+        wake = self._wake
+        if wake is not None and self._queued_rows >= self._wake_at_rows and not wake.done():
+            wake.set_result(None)
+        return await future
+
+    async def _sleep_until_woken(self, loop: asyncio.AbstractEventLoop, rows: int, timeout: float | None) -> None:
+        self._wake = wake = loop.create_future()
+        self._wake_at_rows = rows
+        timer = loop.call_later(timeout, _resolve, wake) if timeout is not None else None
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._instances.acquire()
+            try:
+                batch = await self._next_batch(loop)
+            except BaseException:
+                self._instances.release()
+                raise
+            if self._inline:
+                self._execute_inline(batch)
+            else:
+                loop.create_task(self._execute(loop, batch))
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+        while True:
+            self._drop_done()
+            if not self._queue:
+                await self._sleep_until_woken(loop, 1, None)
+                continue
+            if self._delay > 0 and self._queued_rows < self._max_batch:
+                remaining = self._queue[0].enqueued + self._delay - time.monotonic()
+                if remaining > 0:
+                    await self._sleep_until_woken(loop, self._max_batch, remaining)
+                    self._drop_done()
+                    if not self._queue:
+                        continue
+            return self._take()
+
+    def _drop_done(self) -> None:
+        # Requests whose caller gave up (deadline, cancel) leave the queue unexecuted.
+        while self._queue and self._queue[0].future.done():
+            self._queued_rows -= self._queue.popleft().size
+
+    def _take(self) -> list[_Pending]:
+        """Pop the oldest request and every compatible one that fits, keeping the others' order."""
+        first = self._queue.popleft()
+        batch = [first]
+        rows = first.size
+        kept: deque[_Pending] = deque()
+        while self._queue and rows < self._max_batch:
+            item = self._queue.popleft()
+            if item.future.done():
+                self._queued_rows -= item.size
+            elif item.signature == first.signature and rows + item.size <= self._max_batch:
+                batch.append(item)
+                rows += item.size
+            else:
+                kept.append(item)
+        if kept:
+            kept.extend(self._queue)
+            self._queue = kept
+        self._queued_rows -= rows
+        return batch
+
+    @staticmethod
+    def _joined(batch: list[_Pending]) -> Mapping[str, Array]:
+        if len(batch) == 1:
+            return batch[0].inputs
+        return {n: np.concatenate([p.inputs[n] for p in batch]) for n in batch[0].inputs}
+
+    def _execute_inline(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
+        try:
+            outputs = self._run_batch(self._joined(batch))
+        except Exception as exc:
+            self._fail(batch, exc)
+        else:
+            self._deliver(batch, outputs, started)
+        finally:
+            self._instances.release()
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        started = time.monotonic()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, self._joined(batch))
+        except Exception as exc:
+            self._fail(batch, exc)
+        else:
+            self._deliver(batch, outputs, started)
+        finally:
+            self._instances.release()
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: Exception) -> None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _deliver(self, batch: list[_Pending], outputs: list[Array], started: float) -> None:
+        if self._on_batch is not None:
+            self._on_batch(
+                BatchStats(
+                    sum(p.size for p in batch),
+                    time.monotonic() - started,
+                    tuple(started - p.enqueued for p in batch),
+                )
+            )
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        offset = 0
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result([o[offset : offset + p.size] for o in outputs])
+            offset += p.size
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

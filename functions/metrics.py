@@ -1,0 +1,81 @@
+"""Prometheus metrics of a function process (scraped from --metrics-port)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from functions.batching import BatchStats
+
+_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class FunctionMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edgeinfer_function_requests", "Inference requests by outcome", ["model", "code"], registry=r
+        )
+        self.failures = Counter(
+            "edgeinfer_function_request_failures", "Failed inference requests", ["model", "code"], registry=r
+        )
+        self.queue = Histogram(
+            "edgeinfer_function_queue_seconds", "Time waiting for a batch", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.compute = Histogram(
+            "edgeinfer_function_compute_seconds", "ONNX Runtime time per batch", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "edgeinfer_function_batch_size", "Rows per executed batch", ["model"],
+            buckets=_BATCH_BUCKETS, registry=r,
+        )
+        self.cold_start = Histogram(
+            "edgeinfer_function_cold_start_seconds", "Process start to ready",
+            buckets=_COLD_START_BUCKETS, registry=r,
+        )
+        self.model_load = Gauge(
+            "edgeinfer_function_model_load_seconds", "Load plus warm-up time per model", ["model"], registry=r
+        )
+        self.ready = Gauge("edgeinfer_function_ready", "1 once every model is warm", registry=r)
+
+    def for_model(self, model: str) -> ModelMetrics:
+        return ModelMetrics(self, model)
+
+
+@dataclass
+class ModelMetrics:
+    """Label children bound once per model, so the hot path skips label lookups."""
+
+    parent: FunctionMetrics
+    model: str
+    _ok: Counter = field(init=False)
+    _queue: Histogram = field(init=False)
+    _compute: Histogram = field(init=False)
+    _batch: Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._ok = self.parent.requests.labels(self.model, "OK")
+        self._queue = self.parent.queue.labels(self.model)
+        self._compute = self.parent.compute.labels(self.model)
+        self._batch = self.parent.batch_size.labels(self.model)
+
+    def succeeded(self) -> None:
+        self._ok.inc()
+
+    def failed(self, code: str) -> None:
+        self.parent.requests.labels(self.model, code).inc()
+        self.parent.failures.labels(self.model, code).inc()
+
+    def batch(self, stats: BatchStats) -> None:
+        self._compute.observe(stats.compute_seconds)
+        self._batch.observe(stats.size)
+        for wait in stats.queue_seconds:
+            self._queue.observe(wait)

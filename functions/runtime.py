@@ -1,0 +1,158 @@
+"""ONNX Runtime sessions: provider choice (TensorRT → CUDA → CPU), metadata, warm-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeinfer.protocol.datatypes import NUMPY_DTYPES, ONNX_TO_DATATYPE
+from edgeinfer.protocol.tensors import Array, TensorSpec
+from functions.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+ORT_PROVIDER = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def provider_chain(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The configured providers that this ONNX Runtime build has, in order, with options."""
+    available = set(ort.get_available_providers())
+    chain: list[tuple[str, dict[str, Any]]] = []
+    for name in config.execution_providers:
+        provider = ORT_PROVIDER[name]
+        if provider not in available:
+            continue
+        options: dict[str, Any] = {}
+        if name == "tensorrt":
+            cache_dir = config.tensorrt.engine_cache_dir
+            options = {
+                "trt_fp16_enable": config.tensorrt.fp16,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": cache_dir,
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": cache_dir,
+                "trt_max_workspace_size": config.tensorrt.max_workspace_bytes,
+            }
+        chain.append((provider, options))
+    if not any(p == ORT_PROVIDER["cpu"] for p, _ in chain):
+        # CPU is always the last resort, even if the config left it out.
+        chain.append((ORT_PROVIDER["cpu"], {}))
+    return chain
+
+
+def _session_options(config: ModelConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    threads = config.intra_op_threads or min(2, os.cpu_count() or 1)
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads steal the cores the gRPC server needs between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _spec(node: Any, batching: bool, model: str) -> TensorSpec:
+    datatype = ONNX_TO_DATATYPE.get(node.type)
+    if datatype is None:
+        raise ModelLoadError(f"model '{model}': tensor '{node.name}' has unsupported type {node.type}")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
+    if batching and (not shape or shape[0] != -1):
+        raise ModelLoadError(
+            f"model '{model}': max_batch_size > 0 needs a variable first dimension on "
+            f"'{node.name}', found shape {list(shape)}"
+        )
+    return TensorSpec(node.name, datatype, shape)
+
+
+@dataclass
+class OnnxModel:
+    """One loaded model version."""
+
+    name: str
+    version: str
+    path: Path
+    config: ModelConfig
+    session: ort.InferenceSession
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    provider: str
+
+    @classmethod
+    def load(cls, name: str, version: str, path: Path, config: ModelConfig) -> OnnxModel:
+        chain = provider_chain(config)
+        trt = config.tensorrt
+        if any(p == ORT_PROVIDER["tensorrt"] for p, _ in chain):
+            Path(trt.engine_cache_dir).mkdir(parents=True, exist_ok=True)
+        last_error: Exception | None = None
+        # A provider that fails to initialise (missing CUDA libraries) falls through to the next.
+        for start in range(len(chain)):
+            providers = chain[start:]
+            try:
+                session = ort.InferenceSession(
+                    str(path), sess_options=_session_options(config), providers=providers
+                )
+                break
+            except Exception as exc:  # ORT raises plain RuntimeError/Fail here
+                last_error = exc
+                log.warning("model %s: provider %s failed (%s); trying the next", name, providers[0][0], exc)
+        else:
+            raise ModelLoadError(f"model '{name}' version {version}: cannot load {path}: {last_error}")
+        batching = config.max_batch_size > 0
+        inputs = {n.name: _spec(n, batching, name) for n in session.get_inputs()}
+        outputs = {n.name: _spec(n, batching, name) for n in session.get_outputs()}
+        provider = session.get_providers()[0]
+        return cls(name, version, path, config, session, inputs, outputs, provider)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.outputs)
+
+    def run(self, inputs: Mapping[str, Array]) -> list[Array]:
+        """Run synchronously (ONNX Runtime releases the GIL); outputs in metadata order."""
+        result: list[Array] = self.session.run(None, inputs)
+        return result
+
+    def example_inputs(self, batch_size: int) -> dict[str, Array]:
+        """Zero-filled inputs for warm-up, with free dimensions set to batch_size (or 1)."""
+        example: dict[str, Array] = {}
+        for spec in self.inputs.values():
+            shape = [batch_size if i == 0 and d < 0 else (d if d >= 0 else 1) for i, d in enumerate(spec.shape)]
+            if spec.datatype == "BYTES":
+                example[spec.name] = np.full(shape, "", dtype=np.object_)
+            else:
+                example[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
+        return example
+
+    def compute_microseconds(self, batch_size: int, runs: int = 20) -> float:
+        """The 90th percentile time of one run at `batch_size`, in microseconds."""
+        example = self.example_inputs(batch_size)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            self.run(example)
+            times.append(time.perf_counter() - started)
+        times.sort()
+        return times[int(len(times) * 0.9)] * 1e6
+
+    def warm_up(self) -> None:
+        if not self.config.warmup.enabled:
+            return
+        sizes = self.config.warmup.batch_sizes if self.config.max_batch_size > 0 else (1,)
+        for size in sizes:
+            self.run(self.example_inputs(min(size, self.config.max_batch_size or 1)))

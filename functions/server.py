@@ -1,0 +1,150 @@
+"""`edgeinfer function`: serve a model repository over the Open Inference Protocol (gRPC, h2c)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+log = logging.getLogger("edgeinfer.function")
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repo", required=True, type=Path, help="DIR laid out DIR/<model>/<version>/model.onnx")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=_env_int("PORT", DEFAULT_PORT),
+        help=f"gRPC (h2c) port (default $PORT, then {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=_env_int("EDGEINFER_METRICS_PORT", None),
+        help="serve Prometheus /metrics on this port of --host (default: off)",
+    )
+    parser.add_argument(
+        "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest request or reply; bigger ones get RESOURCE_EXHAUSTED (default 64 MiB)",
+    )
+    parser.add_argument(
+        "--trace", choices=("none", "console", "otlp"), default=os.environ.get("EDGEINFER_TRACE", "none"),
+        help="OpenTelemetry span exporter (default none)",
+    )
+    parser.add_argument("--trace-file", type=Path, help="with --trace console: write spans (JSON lines) here")
+    parser.add_argument("--log-level", default=os.environ.get("EDGEINFER_LOG_LEVEL", "INFO"))
+
+
+def process_age_seconds() -> float:
+    """Seconds since this process was spawned (from /proc), so imports count in the cold start."""
+    try:
+        with open("/proc/self/stat") as stat:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            uptime_s = float(uptime.read().split()[0])
+        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED_AT
+
+
+_IMPORTED_AT = time.monotonic()
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from prometheus_client import start_http_server
+
+    from edgeinfer.protocol.grpc_service import add_inference_service
+    from functions.dataplane import DataPlane
+    from functions.servicer import InferenceServicer
+    from functions.tracing import Tracing
+
+    trace_out: IO[str] | None = args.trace_file.open("a", buffering=1) if args.trace_file else None
+    tracing = Tracing(args.trace, trace_out)
+    dataplane = DataPlane(args.model_repo)
+    options = [
+        ("grpc.max_receive_message_length", args.max_message_bytes),
+        ("grpc.max_send_message_length", args.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    add_inference_service(InferenceServicer(dataplane, tracing), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{args.host}:{args.port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise SystemExit(f"cannot listen on {address}: {exc}; is the port in use?") from exc
+    if bound == 0:
+        raise SystemExit(f"cannot listen on {address}; is the port in use?")
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, addr=args.host, registry=dataplane.metrics.registry)
+    services = ("", "inference.GRPCInferenceService")
+    for service in services:
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # Listen first so probes get an answer (not ready) while models load and warm up.
+    await server.start()
+    log.info("listening on %s:%d", args.host, bound)
+    await dataplane.load()
+    for service in services:
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    cold_start = process_age_seconds()
+    dataplane.metrics.cold_start.observe(cold_start)
+    log.info("ready: cold start %.3f s (process start to ready), serving %s", cold_start, ", ".join(dataplane.models))
+    print(f"edgeinfer function ready on {args.host}:{bound} cold_start_s={cold_start:.3f}", flush=True)
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: draining in-flight requests")
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=5.0)
+    await dataplane.close()
+    tracing.shutdown()
+    if trace_out is not None:
+        trace_out.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(serve(args))
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(f"edgeinfer function: {exc.code}", file=sys.stderr)
+            return 2
+        raise
+    except Exception as exc:  # e.g. a repository or config error: one clear line, not a traceback
+        from functions.config import ConfigError
+        from functions.repository import RepositoryError
+        from functions.runtime import ModelLoadError
+
+        if isinstance(exc, ConfigError | RepositoryError | ModelLoadError):
+            print(f"edgeinfer function: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0

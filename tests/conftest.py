@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from procs import Proc, start_function  # noqa: E402
+
+from functions.examples import write_examples  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example repository (fraud, ranker), built once per test session."""
+    root = tmp_path_factory.mktemp("models")
+    write_examples(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def function_server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, str]]:
+    """One real `edgeinfer function` process serving the examples, shared by read-only tests."""
+    proc, address = start_function(model_repo, tmp_path_factory.mktemp("logs"))
+    yield proc, address
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def function_address(function_server: tuple[Proc, str]) -> str:
+    return function_server[1]

@@ -1,0 +1,92 @@
+"""Start and stop real processes for tests: free ports, readiness by polling the real protocol, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A child process in its own process group, with its output captured to a file."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{what}: process exited with {self.popen.returncode}:\n{self.output()}")
+            if check():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{what}: not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+        return self.popen.returncode
+
+
+def grpc_ready(address: str) -> bool:
+    """True once the Open Inference ServerReady RPC answers ready."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=0.5)
+        except grpc.RpcError:
+            return False
+        return bool(reply.ready)
+
+
+def start_function(
+    model_repo: Path, log_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> tuple[Proc, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(model_repo),
+            "--port", str(port), *extra]
+    proc = Proc(argv, log_dir / f"function-{port}.log", env)
+    address = f"127.0.0.1:{port}"
+    try:
+        proc.wait_until(lambda: grpc_ready(address), timeout, f"function on {address}")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, address
