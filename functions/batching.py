@@ -83,6 +83,8 @@ class DynamicBatcher:
         self._wake: asyncio.Future[None] | None = None
         self._wake_at_rows = 1
         self._scheduler: asyncio.Task[None] | None = None
+        # Running batch tasks, referenced so they are not garbage-collected mid-flight.
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
@@ -139,7 +141,9 @@ class DynamicBatcher:
             if self._inline:
                 self._execute_inline(batch)
             else:
-                loop.create_task(self._execute(loop, batch))
+                task = loop.create_task(self._execute(loop, batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
         while True:

@@ -1,7 +1,8 @@
 """`edgeinfer examples DIR`: build the example model repository locally, nothing downloaded.
 
 - fraud: a scikit-learn pipeline (scaler + logistic regression) trained on the
-  bundled breast-cancer data and converted with skl2onnx, input `features` FP32 [-1, 30], output `probabilities` FP32 [-1, 2].
+  bundled breast-cancer data and converted with skl2onnx,
+  input `features` FP32 [-1, 30], output `probabilities` FP32 [-1, 2].
 - ranker: an MLP 512 → 2048 → 2048 → 2048 → 1000 with seeded random weights,
   input `embedding` FP32 [-1, 512], output `scores` FP32 [-1, 1000].
 """
@@ -9,7 +10,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -64,7 +67,7 @@ def build_ranker(seed: int = 7) -> bytes:
     rng = np.random.default_rng(seed)
     nodes, initializers = [], []
     current = "embedding"
-    for i, (fan_in, fan_out) in enumerate(zip(RANKER_LAYERS, RANKER_LAYERS[1:], strict=False)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(RANKER_LAYERS)):
         w = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         b = np.zeros(fan_out, dtype=np.float32)
         initializers += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
@@ -85,7 +88,7 @@ def build_ranker(seed: int = 7) -> bytes:
     return _serialize(graph, "MLP 512-2048-2048-2048-1000, seeded random weights")
 
 
-def _serialize(graph: object, doc: str) -> bytes:
+def _serialize(graph: Any, doc: str) -> bytes:
     from onnx import checker, helper
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeinfer")

@@ -81,7 +81,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     ]
     server = grpc.aio.server(options=options)
     add_inference_service(InferenceServicer(dataplane, tracing), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{args.host}:{args.port}"
     try:

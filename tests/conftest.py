@@ -8,9 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from procs import Proc, start_function  # noqa: E402
+from procs import Proc, start_function
 
-from functions.examples import write_examples  # noqa: E402
+from functions.examples import write_examples
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,7 @@ def serialize_bytes(array: npt.NDArray[np.generic]) -> bytes:
     """Frame a BYTES tensor: each element as <u32 little-endian length><bytes>."""
     parts: list[bytes] = []
     for item in array.reshape(-1):
-        data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        data = item.encode("utf-8") if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
         parts.append(_LENGTH.pack(len(data)))
         parts.append(data)
     return b"".join(parts)

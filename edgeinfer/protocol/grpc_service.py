@@ -53,7 +53,9 @@ def _stream(method: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[..., A
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, decode_error(pb.ModelInferRequest))
 
     # gRPC needs an async generator function here, not a function returning one.
-    async def handler(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def handler(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         async for reply in method(parsed(requests, context), context):
             yield reply
 
@@ -62,7 +64,7 @@ def _stream(method: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[..., A
 
 def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
     """Serve `servicer`'s Open Inference methods (ModelStreamInfer if it has one)."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
             _unary(getattr(servicer, name), request_type),
             request_deserializer=None,

@@ -185,7 +185,10 @@ def raw_bytes(array: Array, datatype: str) -> bytes:
 def _fill_contents(contents: pb.InferTensorContents, array: Array, datatype: str) -> None:
     values = getattr(contents, CONTENTS_FIELD[datatype])
     if datatype == "BYTES":
-        values.extend(x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in array.reshape(-1))
+        values.extend(
+            x.encode("utf-8") if isinstance(x, str) else bytes(x)  # type: ignore[call-overload]
+            for x in array.reshape(-1)
+        )
     else:
         values.extend(array.reshape(-1).tolist())
 

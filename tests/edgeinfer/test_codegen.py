@@ -13,7 +13,8 @@ def test_regenerating_gives_the_checked_in_files(tmp_path: Path) -> None:
     assert [p.name for p in written] == list(codegen.GENERATED)
     for path in written:
         checked_in = codegen.PROTO.parent / path.name
-        assert path.read_bytes() == checked_in.read_bytes(), f"{path.name} is stale: run python -m edgeinfer.protocol.codegen"
+        stale = f"{path.name} is stale: run python -m edgeinfer.protocol.codegen"
+        assert path.read_bytes() == checked_in.read_bytes(), stale
 
 
 def test_stubs_coexist_with_tritonclient_and_match_its_wire_format() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from procs import Proc, start_function
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request, output_arrays
-from procs import Proc, start_function
 
 GOOD = np.ones((2, 30), dtype=np.float32)
 

@@ -71,9 +71,8 @@ def test_own_client_concurrent_mixed_batches_are_split_correctly(function_addres
         async with grpc.aio.insecure_channel(function_address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             inputs = [features("fraud", 1 + i % 5, seed=1000 + i) for i in range(40)]
-            replies = await asyncio.gather(
-                *(stub.ModelInfer(build_request("fraud", {"features": x}, raw=i % 2 == 0)) for i, x in enumerate(inputs))
-            )
+            requests = [build_request("fraud", {"features": x}, raw=i % 2 == 0) for i, x in enumerate(inputs)]
+            replies = await asyncio.gather(*(stub.ModelInfer(r) for r in requests))
             for x, reply in zip(inputs, replies, strict=True):
                 got = output_arrays(reply)["probabilities"]
                 np.testing.assert_allclose(got, reference(model_repo, "fraud", x), rtol=1e-6, atol=0)
