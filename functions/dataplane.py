@@ -15,11 +15,10 @@ from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import (
     DeadlineExceeded,
     InferenceError,
-    InvalidArgument,
     ModelNotFound,
     Unavailable,
 )
-from edgeinfer.protocol.tensors import Array, decode_inputs, encode_outputs
+from edgeinfer.protocol.tensors import Array, batch_size, decode_inputs, encode_outputs, requested_outputs
 from functions import repository
 from functions.batching import DynamicBatcher
 from functions.metrics import FunctionMetrics, ModelMetrics
@@ -190,8 +189,8 @@ class DataPlane:
     ) -> pb.ModelInferResponse:
         model = served.model
         inputs, raw = decode_inputs(request, model.inputs)
-        size = self._batch_size(model, inputs)
-        wanted = self._requested_outputs(model, request)
+        size = batch_size(model.name, inputs, model.config.max_batch_size)
+        wanted = requested_outputs(model.name, request, model.output_names)
         if any(spec.datatype == "BYTES" for spec in model.inputs.values()):
             inputs = _strings_for_ort(inputs)
         budget = timeout if timeout is not None else model.config.timeout_ms / 1000
@@ -210,36 +209,6 @@ class DataPlane:
         pairs = [(n, _ensure_array(r)) for n, r in zip(names, results, strict=True) if wanted is None or n in wanted]
         encode_outputs(response, pairs, raw)
         return response
-
-    @staticmethod
-    def _batch_size(model: OnnxModel, inputs: dict[str, Array]) -> int:
-        limit = model.config.max_batch_size
-        if limit == 0:
-            return 1
-        sizes = {a.shape[0] for a in inputs.values()}
-        if len(sizes) != 1:
-            raise InvalidArgument(
-                f"model '{model.name}': all inputs must share the batch dimension 0, got sizes {sorted(sizes)}"
-            )
-        size = sizes.pop()
-        if not 1 <= size <= limit:
-            raise InvalidArgument(
-                f"model '{model.name}': batch size {size} is outside 1..{limit} (max_batch_size)"
-            )
-        return int(size)
-
-    @staticmethod
-    def _requested_outputs(model: OnnxModel, request: pb.ModelInferRequest) -> set[str] | None:
-        if not request.outputs:
-            return None
-        wanted = {o.name for o in request.outputs}
-        unknown = wanted - model.outputs.keys()
-        if unknown:
-            raise InvalidArgument(
-                f"model '{model.name}' has no output(s) {', '.join(sorted(unknown))}; "
-                f"outputs are: {', '.join(model.outputs)}"
-            )
-        return wanted
 
 
 def _strings_for_ort(inputs: dict[str, Array]) -> dict[str, Array]:

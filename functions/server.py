@@ -67,12 +67,12 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     from prometheus_client import start_http_server
 
     from edgeinfer.protocol.grpc_service import add_inference_service
+    from edgeinfer.protocol.tracing import Tracing
     from functions.dataplane import DataPlane
     from functions.servicer import InferenceServicer
-    from functions.tracing import Tracing
 
     trace_out: IO[str] | None = args.trace_file.open("a", buffering=1) if args.trace_file else None
-    tracing = Tracing(args.trace, trace_out)
+    tracing = Tracing(args.trace, trace_out, service="edgeinfer-function")
     dataplane = DataPlane(args.model_repo)
     options = [
         ("grpc.max_receive_message_length", args.max_message_bytes),

@@ -12,8 +12,8 @@ import grpc
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.errors import InferenceError
+from edgeinfer.protocol.tracing import Tracing
 from functions.dataplane import DataPlane
-from functions.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return await self._dp.infer(request, timeout)
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         attributes = {"model": request.model_name, "model_version": request.model_version, "id": request.id}
-        with self._tracing.span("ModelInfer", metadata, attributes):
+        with self._tracing.server_span("ModelInfer", metadata, attributes):
             return await self._dp.infer(request, timeout)
 
     async def ModelStreamInfer(

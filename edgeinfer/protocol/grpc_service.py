@@ -62,16 +62,31 @@ def _stream(method: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[..., A
     return handler
 
 
+def _serializer(response_type: type[Message]) -> Callable[[Any], bytes]:
+    serialize = response_type.SerializeToString
+
+    def to_bytes(reply: Any) -> bytes:
+        # Handlers may answer with bytes already serialized (a cache hit).
+        return reply if isinstance(reply, bytes) else serialize(reply)
+
+    return to_bytes
+
+
 def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Serve `servicer`'s Open Inference methods (ModelStreamInfer if it has one)."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _unary(getattr(servicer, name), request_type),
-            request_deserializer=None,
-            response_serializer=response_type.SerializeToString,
+    """Serve `servicer`'s Open Inference methods (ModelStreamInfer if it has one).
+
+    A servicer with `ModelInferRaw(data: bytes, context)` gets ModelInfer's
+    request bytes unparsed, to parse or forward as it sees fit.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for name, (request_type, response_type) in _UNARY.items():
+        if name == "ModelInfer" and hasattr(servicer, "ModelInferRaw"):
+            behaviour = servicer.ModelInferRaw
+        else:
+            behaviour = _unary(getattr(servicer, name), request_type)
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=None, response_serializer=_serializer(response_type)
         )
-        for name, (request_type, response_type) in _UNARY.items()
-    }
     if hasattr(servicer, "ModelStreamInfer"):
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             _stream(servicer.ModelStreamInfer),

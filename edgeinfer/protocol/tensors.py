@@ -175,6 +175,34 @@ def decode_inputs(
     return decoded, use_raw
 
 
+def batch_size(model: str, inputs: Mapping[str, Array], max_batch_size: int) -> int:
+    """The request's batch (dimension 0 of every input), checked; 1 if the model does not batch."""
+    if max_batch_size == 0:
+        return 1
+    sizes = {a.shape[0] for a in inputs.values()}
+    if len(sizes) != 1:
+        raise InvalidArgument(
+            f"model '{model}': all inputs must share the batch dimension 0, got sizes {sorted(sizes)}"
+        )
+    size = int(sizes.pop())
+    if not 1 <= size <= max_batch_size:
+        raise InvalidArgument(f"model '{model}': batch size {size} is outside 1..{max_batch_size} (max_batch_size)")
+    return size
+
+
+def requested_outputs(model: str, request: pb.ModelInferRequest, outputs: Sequence[str]) -> set[str] | None:
+    """The output names the request asks for (None: all), each checked to exist."""
+    if not request.outputs:
+        return None
+    wanted = {o.name for o in request.outputs}
+    unknown = wanted.difference(outputs)
+    if unknown:
+        raise InvalidArgument(
+            f"model '{model}' has no output(s) {', '.join(sorted(unknown))}; outputs are: {', '.join(outputs)}"
+        )
+    return wanted
+
+
 def raw_bytes(array: Array, datatype: str) -> bytes:
     """The raw wire form of a tensor: little-endian values, or length-prefixed BYTES."""
     if datatype == "BYTES":
