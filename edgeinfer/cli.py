@@ -19,6 +19,12 @@ def _examples(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.server import run
+
+    return run(args)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from edgeinfer.loadgen.cli import run
 
@@ -39,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("directory", help="where to write the repository")
     ex.add_argument("--force", action="store_true", help="overwrite models that already exist")
     ex.set_defaults(handler=_examples)
+
+    gw = sub.add_parser("gateway", help="the regional gateway: cache in front of inference functions")
+    from gateway.server import add_arguments as add_gateway_arguments
+
+    add_gateway_arguments(gw)
+    gw.set_defaults(handler=_gateway)
 
     bench = sub.add_parser("bench", help="open-loop load generator with HDR latency histograms")
     from edgeinfer.loadgen.cli import add_arguments as add_bench_arguments

@@ -90,3 +90,50 @@ def start_function(
         proc.stop()
         raise
     return proc, address
+
+
+def start_gateway(
+    log_dir: Path,
+    routes: dict[str, list[str]],
+    *extra: str,
+    region: str = "test",
+    rest: bool = False,
+    admin: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[Proc, dict[str, str]]:
+    """A real `edgeinfer gateway`; returns it and its addresses (grpc, rest, admin)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "edgeinfer.cli", "gateway", "--region", region, "--port", str(port)]
+    addresses = {"grpc": f"127.0.0.1:{port}"}
+    if rest:
+        rest_port = free_port()
+        argv += ["--rest-port", str(rest_port)]
+        addresses["rest"] = f"http://127.0.0.1:{rest_port}"
+    if admin:
+        admin_port = free_port()
+        argv += ["--admin-port", str(admin_port)]
+        addresses["admin"] = f"http://127.0.0.1:{admin_port}"
+    for model, endpoints in routes.items():
+        argv += ["--route", f"{model}={','.join(endpoints)}"]
+    argv += list(extra)
+    proc = Proc(argv, log_dir / f"gateway-{region}-{port}.log", env)
+    try:
+        proc.wait_until(lambda: grpc_ready(addresses["grpc"]), timeout, f"gateway on {addresses['grpc']}")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, addresses
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """Prometheus text from `url` as {series: value}."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    return values

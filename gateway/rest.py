@@ -1,0 +1,222 @@
+"""REST v2 front (Open Inference Protocol over HTTP/JSON) on aiohttp, and the admin port."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.datatypes import NUMPY_DTYPES
+from edgeinfer.protocol.errors import InferenceError, InvalidArgument
+from edgeinfer.protocol.tensors import Array, build_request, output_arrays, shape_text
+from gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane
+from gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
+
+log = logging.getLogger(__name__)
+
+REGION_HEADER = "x-edgeinfer-region"
+CACHE_HEADER = "x-edgeinfer-cache"
+
+
+def _parameter(value: Any) -> pb.InferParameter:
+    param = pb.InferParameter()
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    elif isinstance(value, str):
+        param.string_param = value
+    else:
+        raise InvalidArgument(f"parameter value {value!r} must be a bool, integer, number or string")
+    return param
+
+
+def _parameter_value(param: pb.InferParameter) -> Any:
+    choice = param.WhichOneof("parameter_choice")
+    return getattr(param, choice) if choice else None
+
+
+def _tensor_from_json(tensor: Any) -> tuple[str, Array]:
+    if not isinstance(tensor, dict):
+        raise InvalidArgument("each input must be an object with name, shape, datatype and data")
+    name = tensor.get("name")
+    datatype = tensor.get("datatype")
+    shape = tensor.get("shape")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("an input has no name")
+    if datatype not in NUMPY_DTYPES:
+        raise InvalidArgument(f"input '{name}': unknown datatype {datatype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InvalidArgument(f"input '{name}': shape must be a list of non-negative integers")
+    data = tensor.get("data")
+    if data is None:
+        raise InvalidArgument(f"input '{name}': no data")
+    try:
+        if datatype == "BYTES":
+            flat = np.array(data, dtype=np.object_).reshape(-1)
+            array = np.array([s.encode() if isinstance(s, str) else s for s in flat], dtype=np.object_)
+        else:
+            array = np.asarray(data, dtype=NUMPY_DTYPES[datatype])
+        expected = int(np.prod(shape)) if shape else 1
+        if array.size != expected:
+            raise InvalidArgument(
+                f"input '{name}': {array.size} values do not fill shape {shape_text(shape)} ({expected} values)"
+            )
+        return name, array.reshape(shape)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidArgument(f"input '{name}': data is not valid {datatype}: {exc}") from None
+
+
+def request_from_json(model: str, version: str, body: Any) -> pb.ModelInferRequest:
+    if not isinstance(body, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list):
+        raise InvalidArgument("request body needs an 'inputs' list")
+    arrays: dict[str, Array] = {}
+    for tensor in inputs:
+        name, array = _tensor_from_json(tensor)
+        if name in arrays:
+            raise InvalidArgument(f"input '{name}' appears more than once")
+        arrays[name] = array
+    # Datatypes and shapes are checked against the model's metadata downstream.
+    request = build_request(model, arrays, version=version, request_id=str(body.get("id", "")), raw=True)
+    for key, value in (body.get("parameters") or {}).items():
+        request.parameters[key].CopyFrom(_parameter(value))
+    for output in body.get("outputs") or []:
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InvalidArgument("each requested output must be an object with a name")
+        request.outputs.add(name=output["name"])
+    return request
+
+
+def response_to_json(payload: bytes) -> dict[str, Any]:
+    reply = pb.ModelInferResponse.FromString(payload)
+    arrays = output_arrays(reply)
+    outputs = []
+    for tensor in reply.outputs:
+        array = arrays[tensor.name]
+        if tensor.datatype == "BYTES":
+            data: list[Any] = [b.decode("utf-8", "replace") for b in array.reshape(-1)]
+        else:
+            data = array.reshape(-1).tolist()
+        outputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "data": data})
+    return {
+        "model_name": reply.model_name,
+        "model_version": reply.model_version,
+        "id": reply.id,
+        "parameters": {k: _parameter_value(v) for k, v in reply.parameters.items()},
+        "outputs": outputs,
+    }
+
+
+def metadata_to_json(metadata: pb.ModelMetadataResponse) -> dict[str, Any]:
+    def tensors(items: Any) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
+
+    return {
+        "name": metadata.name,
+        "versions": list(metadata.versions),
+        "platform": metadata.platform,
+        "inputs": tensors(metadata.inputs),
+        "outputs": tensors(metadata.outputs),
+        "properties": {k: _parameter_value(v) for k, v in metadata.properties.items()},
+    }
+
+
+class RestFront:
+    def __init__(self, dataplane: GatewayDataPlane, region: str, max_body_bytes: int) -> None:
+        self._dp = dataplane
+        self._region = region
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
+        add = self.app.router.add_route
+        add("GET", "/v2/health/live", self.live)
+        add("GET", "/v2/health/ready", self.ready)
+        add("GET", "/v2", self.server_metadata)
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            add("GET", prefix, self.model_metadata)
+            add("GET", prefix + "/ready", self.model_ready)
+            add("POST", prefix + "/infer", self.infer)
+
+    def _json(self, body: Any, status: int = 200, cache: str | None = None) -> web.Response:
+        headers = {REGION_HEADER: self._region}
+        if cache is not None:
+            headers[CACHE_HEADER] = cache
+        return web.json_response(body, status=status, headers=headers)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except InferenceError as exc:
+            return self._json({"error": exc.message}, status=exc.http_status)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return self._json({"error": f"request body is too large: {exc.text}"}, status=413)
+        except web.HTTPException as exc:
+            return self._json({"error": exc.text or exc.reason}, status=exc.status)
+        except Exception:
+            log.exception("unexpected error on the REST front")
+            return self._json({"error": "internal error; see the gateway's log"}, status=500)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return self._json({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = await self._dp.ready()
+        return self._json({"ready": ready}, status=200 if ready else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return self._json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)})
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        metadata = await self._dp.model_metadata(info["model"], info.get("version", ""))
+        return self._json(metadata_to_json(metadata))
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        ready = await self._dp.model_ready(info["model"], info.get("version", ""))
+        return self._json({"name": info["model"], "ready": ready}, status=200 if ready else 503)
+
+    async def infer(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        text = await request.text()
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+        infer_request = request_from_json(info["model"], info.get("version", ""), body)
+        outcome = await self._dp.infer(infer_request, tenant=DEFAULT_TENANT)
+        return self._json(response_to_json(outcome.payload), cache=outcome.cache)
+
+
+class AdminFront:
+    """/metrics (Prometheus), /healthz (the process is up) and /readyz (it can serve)."""
+
+    def __init__(self, dataplane: GatewayDataPlane, region: str) -> None:
+        self._dp = dataplane
+        self._region = region
+        self.draining = False
+        self.app = web.Application()
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._dp.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"live": True, "region": self._region})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = not self.draining and await self._dp.ready()
+        return web.json_response({"ready": ready, "region": self._region}, status=200 if ready else 503)
