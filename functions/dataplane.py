@@ -85,7 +85,10 @@ class DataPlane:
             latest = self._models[entry.name][entry.latest]
             log.info(
                 "model %s versions %s loaded on %s in %.3fs (batches run %s)",
-                entry.name, ",".join(entry.versions), latest.model.provider, elapsed,
+                entry.name,
+                ",".join(entry.versions),
+                latest.model.provider,
+                elapsed,
                 "inline" if latest.batcher.inline else "on a worker thread",
             )
         self._ready = True
@@ -148,9 +151,7 @@ class DataPlane:
             raise ModelNotFound(f"unknown model '{name}'; this function serves: {known}")
         served = versions.get(version or self._latest[name])
         if served is None:
-            raise ModelNotFound(
-                f"model '{name}' has no version '{version}'; available: {', '.join(versions)}"
-            )
+            raise ModelNotFound(f"model '{name}' has no version '{version}'; available: {', '.join(versions)}")
         return served
 
     def server_metadata(self) -> pb.ServerMetadataResponse:
@@ -202,9 +203,7 @@ class DataPlane:
                 f"model '{model.name}': no result within {budget * 1000:.0f} ms "
                 f"({served.batcher.queued} requests queued)"
             ) from None
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=model.version, id=request.id
-        )
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         names = model.output_names
         pairs = [(n, _ensure_array(r)) for n, r in zip(names, results, strict=True) if wanted is None or n in wanted]
         encode_outputs(response, pairs, raw)

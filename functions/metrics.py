@@ -9,7 +9,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from functions.batching import BatchStats
 
 _LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -26,20 +41,31 @@ class FunctionMetrics:
             "edgeinfer_function_request_failures", "Failed inference requests", ["model", "code"], registry=r
         )
         self.queue = Histogram(
-            "edgeinfer_function_queue_seconds", "Time waiting for a batch", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "edgeinfer_function_queue_seconds",
+            "Time waiting for a batch",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.compute = Histogram(
-            "edgeinfer_function_compute_seconds", "ONNX Runtime time per batch", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "edgeinfer_function_compute_seconds",
+            "ONNX Runtime time per batch",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "edgeinfer_function_batch_size", "Rows per executed batch", ["model"],
-            buckets=_BATCH_BUCKETS, registry=r,
+            "edgeinfer_function_batch_size",
+            "Rows per executed batch",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.cold_start = Histogram(
-            "edgeinfer_function_cold_start_seconds", "Process start to ready",
-            buckets=_COLD_START_BUCKETS, registry=r,
+            "edgeinfer_function_cold_start_seconds",
+            "Process start to ready",
+            buckets=_COLD_START_BUCKETS,
+            registry=r,
         )
         self.model_load = Gauge(
             "edgeinfer_function_model_load_seconds", "Load plus warm-up time per model", ["model"], registry=r

@@ -37,15 +37,11 @@ def scan(root: Path) -> list[ModelEntry]:
         raise RepositoryError(f"model repository {root} does not exist; create it with `edgeinfer examples {root}`")
     models: list[ModelEntry] = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        labels = sorted(
-            (v.name for v in model_dir.iterdir() if (v / MODEL_FILE).is_file()), key=_version_key
-        )
+        labels = sorted((v.name for v in model_dir.iterdir() if (v / MODEL_FILE).is_file()), key=_version_key)
         if not labels:
             continue
         versions = {label: model_dir / label / MODEL_FILE for label in labels}
         models.append(ModelEntry(model_dir.name, versions, load_config(model_dir / CONFIG_FILE)))
     if not models:
-        raise RepositoryError(
-            f"no models in {root}: expected {root}/<model>/<version>/{MODEL_FILE}"
-        )
+        raise RepositoryError(f"no models in {root}: expected {root}/<model>/<version>/{MODEL_FILE}")
     return models

@@ -104,9 +104,7 @@ class OnnxModel:
         for start in range(len(chain)):
             providers = chain[start:]
             try:
-                session = ort.InferenceSession(
-                    str(path), sess_options=_session_options(config), providers=providers
-                )
+                session = ort.InferenceSession(str(path), sess_options=_session_options(config), providers=providers)
                 break
             except Exception as exc:  # ORT raises plain RuntimeError/Fail here
                 last_error = exc

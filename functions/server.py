@@ -27,19 +27,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repo", required=True, type=Path, help="DIR laid out DIR/<model>/<version>/model.onnx")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=_env_int("PORT", DEFAULT_PORT),
+        "--port",
+        type=int,
+        default=_env_int("PORT", DEFAULT_PORT),
         help=f"gRPC (h2c) port (default $PORT, then {DEFAULT_PORT})",
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=_env_int("EDGEINFER_METRICS_PORT", None),
+        "--metrics-port",
+        type=int,
+        default=_env_int("EDGEINFER_METRICS_PORT", None),
         help="serve Prometheus /metrics on this port of --host (default: off)",
     )
     parser.add_argument(
-        "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+        "--max-message-bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
         help="largest request or reply; bigger ones get RESOURCE_EXHAUSTED (default 64 MiB)",
     )
     parser.add_argument(
-        "--trace", choices=("none", "console", "otlp"), default=os.environ.get("EDGEINFER_TRACE", "none"),
+        "--trace",
+        choices=("none", "console", "otlp"),
+        default=os.environ.get("EDGEINFER_TRACE", "none"),
         help="OpenTelemetry span exporter (default none)",
     )
     parser.add_argument("--trace-file", type=Path, help="with --trace console: write spans (JSON lines) here")
@@ -122,7 +130,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
+        level=args.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -209,10 +209,7 @@ class GatewayDataPlane:
         budget = timeout if timeout is not None else view.timeout_seconds
         forward = self._forward_bytes(request, raw_request, raw, decoded, view, version)
         use_cache = (
-            self._cache is not None
-            and self._key is not None
-            and view.cache_enabled
-            and not _cache_disabled_by(request)
+            self._cache is not None and self._key is not None and view.cache_enabled and not _cache_disabled_by(request)
         )
         if not use_cache:
             payload = await self._call(view.name, forward, budget)

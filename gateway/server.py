@@ -27,11 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=int(env("EDGEINFER_GATEWAY_PORT", "8001")), help="gRPC port")
     parser.add_argument("--rest-port", type=int, help="REST v2 (HTTP/JSON) port (default: off)")
     parser.add_argument("--admin-port", type=int, help="/metrics, /healthz, /readyz on 127.0.0.1 (default: off)")
-    parser.add_argument("--redis", dest="redis_url", default=env("EDGEINFER_GATEWAY_REDIS_URL"),
-                        help="redis://[:password@]host:port[/db] or rediss://...; without it only the L1 cache runs")
+    parser.add_argument(
+        "--redis",
+        dest="redis_url",
+        default=env("EDGEINFER_GATEWAY_REDIS_URL"),
+        help="redis://[:password@]host:port[/db] or rediss://...; without it only the L1 cache runs",
+    )
     parser.add_argument("--redis-prefix", default="edgeinfer:", help="prefix of every Redis key")
-    parser.add_argument("--route", action="append", default=[], metavar="MODEL=HOST:PORT[,HOST:PORT...]",
-                        help="function endpoints of a model (repeat once per model)")
+    parser.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="MODEL=HOST:PORT[,HOST:PORT...]",
+        help="function endpoints of a model (repeat once per model)",
+    )
     parser.add_argument("--l1-max-bytes", type=int, default=64 * 1024 * 1024, help="in-process cache size (0: off)")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--trace", choices=("none", "console", "otlp"), default=env("EDGEINFER_TRACE", "none"))
@@ -45,9 +54,17 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         model, endpoints = parse_route(text)
         routes.setdefault(model, []).extend(endpoints)
     return GatewaySettings(
-        region=args.region, host=args.host, port=args.port, rest_port=args.rest_port, admin_port=args.admin_port,
-        redis_url=args.redis_url, redis_prefix=args.redis_prefix, routes=routes, l1_max_bytes=args.l1_max_bytes,
-        max_message_bytes=args.max_message_bytes, trace=args.trace,
+        region=args.region,
+        host=args.host,
+        port=args.port,
+        rest_port=args.rest_port,
+        admin_port=args.admin_port,
+        redis_url=args.redis_url,
+        redis_prefix=args.redis_prefix,
+        routes=routes,
+        l1_max_bytes=args.l1_max_bytes,
+        max_message_bytes=args.max_message_bytes,
+        trace=args.trace,
     )
 
 
@@ -94,15 +111,22 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
     backend = StaticBackend(settings.routes, settings.max_message_bytes)
     cache, flights, key = build_cache(settings, metrics)
     dataplane = GatewayDataPlane(
-        backend, metrics, tracing, cache=cache, flights=flights, key_function=key,
+        backend,
+        metrics,
+        tracing,
+        cache=cache,
+        flights=flights,
+        key_function=key,
         metadata_ttl_seconds=settings.metadata_ttl_seconds,
         default_timeout_seconds=settings.default_timeout_ms / 1000,
     )
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     add_inference_service(GatewayServicer(dataplane, settings.region), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -128,8 +152,12 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
         runners.append(runner)
 
     if settings.rest_port is not None:
-        await site(RestFront(dataplane, settings.region, settings.max_message_bytes).app, settings.host,
-                   settings.rest_port, "REST front")
+        await site(
+            RestFront(dataplane, settings.region, settings.max_message_bytes).app,
+            settings.host,
+            settings.rest_port,
+            "REST front",
+        )
     if settings.admin_port is not None:
         # The admin port stays on loopback whatever --host says.
         await site(admin.app, "127.0.0.1", settings.admin_port, "admin port")
@@ -174,8 +202,9 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = settings_from(args)
     except ValueError as exc:

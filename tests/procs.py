@@ -31,7 +31,10 @@ class Proc:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.popen = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, **(env or {})},
         )
 
@@ -80,8 +83,17 @@ def start_function(
     model_repo: Path, log_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> tuple[Proc, str]:
     port = free_port()
-    argv = [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(model_repo),
-            "--port", str(port), *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "edgeinfer.cli",
+        "function",
+        "--model-repo",
+        str(model_repo),
+        "--port",
+        str(port),
+        *extra,
+    ]
     proc = Proc(argv, log_dir / f"function-{port}.log", env)
     address = f"127.0.0.1:{port}"
     try:

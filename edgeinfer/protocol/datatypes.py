@@ -112,13 +112,10 @@ def deserialize_bytes(raw: bytes, count: int, name: str) -> npt.NDArray[np.objec
         offset += 4
         if offset + length > len(view):
             raise InvalidArgument(
-                f"input '{name}': BYTES element {i} claims {length} bytes but only "
-                f"{len(view) - offset} remain"
+                f"input '{name}': BYTES element {i} claims {length} bytes but only {len(view) - offset} remain"
             )
         out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != len(view):
-        raise InvalidArgument(
-            f"input '{name}': {len(view) - offset} trailing bytes after {count} BYTES elements"
-        )
+        raise InvalidArgument(f"input '{name}': {len(view) - offset} trailing bytes after {count} BYTES elements")
     return out

@@ -49,9 +49,7 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     def to_proto(self) -> pb.ModelMetadataResponse.TensorMetadata:
-        return pb.ModelMetadataResponse.TensorMetadata(
-            name=self.name, datatype=self.datatype, shape=list(self.shape)
-        )
+        return pb.ModelMetadataResponse.TensorMetadata(name=self.name, datatype=self.datatype, shape=list(self.shape))
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -65,9 +63,7 @@ def element_count(name: str, shape: Sequence[int]) -> int:
             raise InvalidArgument(f"input '{name}': shape {shape_text(shape)} has a negative dimension")
         count *= dim
         if count > MAX_ELEMENTS:
-            raise InvalidArgument(
-                f"input '{name}': shape {shape_text(shape)} exceeds {MAX_ELEMENTS} elements"
-            )
+            raise InvalidArgument(f"input '{name}': shape {shape_text(shape)} exceeds {MAX_ELEMENTS} elements")
     return count
 
 
@@ -107,8 +103,7 @@ def _from_contents(
     values = getattr(contents, field)
     if len(values) != count:
         raise InvalidArgument(
-            f"input '{name}': {field} has {len(values)} values, expected {count} "
-            f"for shape {shape_text(shape)}"
+            f"input '{name}': {field} has {len(values)} values, expected {count} for shape {shape_text(shape)}"
         )
     if datatype == "BYTES":
         out = np.empty(count, dtype=np.object_)
@@ -149,13 +144,9 @@ def decode_inputs(
         if specs is not None:
             spec = specs.get(name)
             if spec is None:
-                raise InvalidArgument(
-                    f"unexpected input '{name}'; the model expects: {', '.join(sorted(specs))}"
-                )
+                raise InvalidArgument(f"unexpected input '{name}'; the model expects: {', '.join(sorted(specs))}")
             if datatype != spec.datatype:
-                raise InvalidArgument(
-                    f"input '{name}': expected datatype {spec.datatype}, got {datatype or '(none)'}"
-                )
+                raise InvalidArgument(f"input '{name}': expected datatype {spec.datatype}, got {datatype or '(none)'}")
             check_shape(name, shape, spec)
         elif datatype not in NUMPY_DTYPES:
             raise InvalidArgument(f"input '{name}': unknown datatype '{datatype}'")
@@ -221,9 +212,7 @@ def _fill_contents(contents: pb.InferTensorContents, array: Array, datatype: str
         values.extend(array.reshape(-1).tolist())
 
 
-def _append_tensors(
-    tensors: _TensorList, raw_list: _RawList, arrays: Sequence[tuple[str, Array]], raw: bool
-) -> None:
+def _append_tensors(tensors: _TensorList, raw_list: _RawList, arrays: Sequence[tuple[str, Array]], raw: bool) -> None:
     typed = [(name, array, datatype_of(array)) for name, array in arrays]
     # A datatype without typed contents (FP16) forces the whole message raw.
     raw = raw or any(datatype not in CONTENTS_FIELD for _, _, datatype in typed)
@@ -235,9 +224,7 @@ def _append_tensors(
             _fill_contents(tensor.contents, array, datatype)
 
 
-def encode_outputs(
-    response: pb.ModelInferResponse, outputs: Sequence[tuple[str, Array]], raw: bool
-) -> None:
+def encode_outputs(response: pb.ModelInferResponse, outputs: Sequence[tuple[str, Array]], raw: bool) -> None:
     """Append outputs to a response, raw (little-endian bytes) or as typed contents."""
     _append_tensors(response.outputs, response.raw_output_contents, outputs, raw)
 

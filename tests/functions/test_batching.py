@@ -165,8 +165,9 @@ def test_inline_batches_and_model_errors_reach_every_caller() -> None:
         def broken(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
             raise RuntimeError("kernel failed")
 
-        batcher = DynamicBatcher(broken, ThreadPoolExecutor(1), max_batch_size=8, max_queue_delay_us=1000,
-                                 max_queue_size=10, inline=True)
+        batcher = DynamicBatcher(
+            broken, ThreadPoolExecutor(1), max_batch_size=8, max_queue_delay_us=1000, max_queue_size=10, inline=True
+        )
         batcher.start()
         results = await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(3)), return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)

@@ -32,8 +32,9 @@ def test_ranker_shapes(model_repo: Path) -> None:
 
 
 def test_examples_command_writes_a_servable_repository(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "examples", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "examples", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     entries = {e.name: e for e in scan(tmp_path)}
     assert set(entries) == {"fraud", "ranker"}
@@ -41,6 +42,7 @@ def test_examples_command_writes_a_servable_repository(tmp_path: Path) -> None:
         assert entry.latest == "1"
         raw = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
         assert load_config(tmp_path / name / "config.yaml").max_batch_size == raw["max_batch_size"] == 64
-    again = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "examples", str(tmp_path)],
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "examples", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert "already exists" in again.stdout

@@ -42,31 +42,75 @@ def _dup(r: pb.ModelInferRequest) -> None:
 
 
 CASES: list[tuple[str, pb.ModelInferRequest, grpc.StatusCode, list[str]]] = [
-    ("unknown model", build_request("nope", {"features": GOOD}), grpc.StatusCode.NOT_FOUND,
-     ["unknown model 'nope'", "fraud, ranker"]),
-    ("unknown version", build_request("fraud", {"features": GOOD}, version="9"), grpc.StatusCode.NOT_FOUND,
-     ["no version '9'", "available: 1"]),
-    ("missing input", mutate(lambda r: (r.ClearField("inputs"), r.ClearField("raw_input_contents"))),
-     grpc.StatusCode.INVALID_ARGUMENT, ["missing input", "features"]),
+    (
+        "unknown model",
+        build_request("nope", {"features": GOOD}),
+        grpc.StatusCode.NOT_FOUND,
+        ["unknown model 'nope'", "fraud, ranker"],
+    ),
+    (
+        "unknown version",
+        build_request("fraud", {"features": GOOD}, version="9"),
+        grpc.StatusCode.NOT_FOUND,
+        ["no version '9'", "available: 1"],
+    ),
+    (
+        "missing input",
+        mutate(lambda r: (r.ClearField("inputs"), r.ClearField("raw_input_contents"))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["missing input", "features"],
+    ),
     ("extra input", mutate(_add_extra), grpc.StatusCode.INVALID_ARGUMENT, ["unexpected input 'extra'"]),
     ("duplicate input", mutate(_dup), grpc.StatusCode.INVALID_ARGUMENT, ["'features' appears more than once"]),
-    ("wrong datatype", build_request("fraud", {"features": GOOD.astype(np.float64)}),
-     grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "expected datatype FP32, got FP64"]),
-    ("absent datatype", mutate(lambda r: setattr(r.inputs[0], "datatype", "")),
-     grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "expected datatype FP32, got (none)"]),
-    ("wrong rank", build_request("fraud", {"features": np.ones(30, np.float32)}),
-     grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "expected rank 2"]),
-    ("wrong dimension", build_request("fraud", {"features": np.ones((2, 29), np.float32)}),
-     grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "dimension 1 must be 30"]),
-    ("batch too large", build_request("fraud", {"features": np.ones((65, 30), np.float32)}),
-     grpc.StatusCode.INVALID_ARGUMENT, ["batch size 65", "1..64"]),
-    ("raw size mismatch", mutate(lambda r: r.raw_input_contents.__setitem__(0, b"\x00" * 239)),
-     grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "239 bytes, expected 240"]),
+    (
+        "wrong datatype",
+        build_request("fraud", {"features": GOOD.astype(np.float64)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'features'", "expected datatype FP32, got FP64"],
+    ),
+    (
+        "absent datatype",
+        mutate(lambda r: setattr(r.inputs[0], "datatype", "")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'features'", "expected datatype FP32, got (none)"],
+    ),
+    (
+        "wrong rank",
+        build_request("fraud", {"features": np.ones(30, np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'features'", "expected rank 2"],
+    ),
+    (
+        "wrong dimension",
+        build_request("fraud", {"features": np.ones((2, 29), np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'features'", "dimension 1 must be 30"],
+    ),
+    (
+        "batch too large",
+        build_request("fraud", {"features": np.ones((65, 30), np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["batch size 65", "1..64"],
+    ),
+    (
+        "raw size mismatch",
+        mutate(lambda r: r.raw_input_contents.__setitem__(0, b"\x00" * 239)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'features'", "239 bytes, expected 240"],
+    ),
     ("raw and typed mixed", mutate(_mix), grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "cannot be mixed"]),
-    ("negative shape", mutate(lambda r: r.inputs[0].shape.__setitem__(0, -2)),
-     grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "negative dimension"]),
-    ("unknown output", mutate(lambda r: r.outputs.add(name="label")), grpc.StatusCode.INVALID_ARGUMENT,
-     ["no output(s) label", "probabilities"]),
+    (
+        "negative shape",
+        mutate(lambda r: r.inputs[0].shape.__setitem__(0, -2)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'features'", "negative dimension"],
+    ),
+    (
+        "unknown output",
+        mutate(lambda r: r.outputs.add(name="label")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["no output(s) label", "probabilities"],
+    ),
 ]
 
 
@@ -138,7 +182,9 @@ def test_busy_port_gives_a_clear_message(model_repo: Path, function_server: tupl
     port = function_server[1].rsplit(":", 1)[1]
     done = subprocess.run(
         [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(model_repo), "--port", port],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
@@ -150,7 +196,9 @@ def test_bad_repository_and_config_are_reported(tmp_path: Path) -> None:
 
     missing = subprocess.run(
         [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(tmp_path / "none"), "--port", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     (tmp_path / "m" / "1").mkdir(parents=True)
@@ -158,6 +206,8 @@ def test_bad_repository_and_config_are_reported(tmp_path: Path) -> None:
     (tmp_path / "m" / "config.yaml").write_text("max_batch_size: -3\n")
     bad = subprocess.run(
         [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(tmp_path), "--port", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 2 and "config.yaml: max_batch_size" in bad.stderr

@@ -42,9 +42,18 @@ def test_port_from_env_metrics_and_batching(model_repo: Path, tmp_path: Path) ->
     from procs import Proc
 
     proc = Proc(
-        [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(model_repo),
-         "--metrics-port", str(metrics_port)],
-        tmp_path / "fn.log", env={"PORT": str(port)},
+        [
+            sys.executable,
+            "-m",
+            "edgeinfer.cli",
+            "function",
+            "--model-repo",
+            str(model_repo),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        tmp_path / "fn.log",
+        env={"PORT": str(port)},
     )
     try:
         proc.wait_until(lambda: grpc_ready(f"127.0.0.1:{port}"), 60, "function on $PORT")
@@ -78,8 +87,9 @@ def test_span_continues_the_callers_traceparent(model_repo: Path, tmp_path: Path
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     parent = "00f067aa0ba902b7"
     try:
-        asyncio.run(burst(address, "fraud", np.ones((1, 30), np.float32), 1,
-                          (("traceparent", f"00-{trace_id}-{parent}-01"),)))
+        asyncio.run(
+            burst(address, "fraud", np.ones((1, 30), np.float32), 1, (("traceparent", f"00-{trace_id}-{parent}-01"),))
+        )
     finally:
         proc.stop()  # flushes the span processor
     records = [json.loads(line) for line in spans.read_text().splitlines() if line.strip()]

@@ -25,8 +25,9 @@ REGION = "eu-west"
 @pytest.fixture(scope="module")
 def plain_gateway(function_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     routes = {"fraud": [function_address], "ranker": [function_address]}
-    proc, addresses = start_gateway(tmp_path_factory.mktemp("gw"), routes, "--l1-max-bytes", "0",
-                                    region=REGION, rest=True)
+    proc, addresses = start_gateway(
+        tmp_path_factory.mktemp("gw"), routes, "--l1-max-bytes", "0", region=REGION, rest=True
+    )
     yield addresses
     proc.stop()
 
@@ -39,7 +40,10 @@ def infer_both(address: str, model: str, name: str, x: np.ndarray) -> triton.Inf
 
 def test_tritonclient_through_gateway_equals_direct(plain_gateway: dict[str, str], function_address: str) -> None:
     rng = np.random.default_rng(3)
-    for model, name, width, output in (("fraud", "features", 30, "probabilities"), ("ranker", "embedding", 512, "scores")):
+    for model, name, width, output in (
+        ("fraud", "features", 30, "probabilities"),
+        ("ranker", "embedding", 512, "scores"),
+    ):
         for batch in (1, 5, 64):
             x = (rng.random((batch, width)) * 50).astype(np.float32)
             via = infer_both(plain_gateway["grpc"], model, name, x).as_numpy(output)
@@ -47,15 +51,18 @@ def test_tritonclient_through_gateway_equals_direct(plain_gateway: dict[str, str
             assert via.tobytes() == direct.tobytes()
 
 
-def call(address: str, request: pb.ModelInferRequest, timeout: float = 10) -> tuple[pb.ModelInferResponse, dict[str, str]]:
+def call(
+    address: str, request: pb.ModelInferRequest, timeout: float = 10
+) -> tuple[pb.ModelInferResponse, dict[str, str]]:
     with grpc.insecure_channel(address) as channel:
         reply, rpc = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=timeout)
         return reply, dict(rpc.trailing_metadata() or ())
 
 
 def test_every_response_names_the_region(plain_gateway: dict[str, str]) -> None:
-    reply, trailers = call(plain_gateway["grpc"], build_request("fraud", {"features": np.ones((1, 30), np.float32)},
-                                                               request_id="q-1"))
+    reply, trailers = call(
+        plain_gateway["grpc"], build_request("fraud", {"features": np.ones((1, 30), np.float32)}, request_id="q-1")
+    )
     assert trailers["x-edgeinfer-region"] == REGION
     assert trailers["x-edgeinfer-cache"] == "bypass"
     assert reply.id == "q-1" and reply.parameters["cache_status"].string_param == "bypass"
@@ -72,16 +79,31 @@ def test_every_response_names_the_region(plain_gateway: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("request_", "code", "phrase"),
     [
-        (build_request("fraud", {"features": np.ones((1, 29), np.float32)}), grpc.StatusCode.INVALID_ARGUMENT,
-         "dimension 1 must be 30"),
-        (build_request("fraud", {"features": np.ones((1, 30), np.float64)}), grpc.StatusCode.INVALID_ARGUMENT,
-         "expected datatype FP32, got FP64"),
-        (build_request("fraud", {"features": np.ones((65, 30), np.float32)}), grpc.StatusCode.INVALID_ARGUMENT,
-         "batch size 65"),
-        (build_request("fraud", {"features": np.ones((1, 30), np.float32)}, version="7"), grpc.StatusCode.NOT_FOUND,
-         "no version '7'"),
-        (build_request("nope", {"features": np.ones((1, 30), np.float32)}), grpc.StatusCode.NOT_FOUND,
-         "unknown model 'nope'"),
+        (
+            build_request("fraud", {"features": np.ones((1, 29), np.float32)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dimension 1 must be 30",
+        ),
+        (
+            build_request("fraud", {"features": np.ones((1, 30), np.float64)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "expected datatype FP32, got FP64",
+        ),
+        (
+            build_request("fraud", {"features": np.ones((65, 30), np.float32)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "batch size 65",
+        ),
+        (
+            build_request("fraud", {"features": np.ones((1, 30), np.float32)}, version="7"),
+            grpc.StatusCode.NOT_FOUND,
+            "no version '7'",
+        ),
+        (
+            build_request("nope", {"features": np.ones((1, 30), np.float32)}),
+            grpc.StatusCode.NOT_FOUND,
+            "unknown model 'nope'",
+        ),
     ],
 )
 def test_bad_requests_stop_at_the_gateway(
@@ -168,15 +190,20 @@ def test_static_backend_spreads_load_and_retries_on_unavailable(model_repo: Path
             async with grpc.aio.insecure_channel(gw_addresses["grpc"]) as channel:
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 request = build_request("fraud", {"features": np.ones((1, 30), np.float32)})
-                return await asyncio.gather(*(stub.ModelInfer(request, timeout=10) for _ in range(200)),
-                                            return_exceptions=True)
+                return await asyncio.gather(
+                    *(stub.ModelInfer(request, timeout=10) for _ in range(200)), return_exceptions=True
+                )
 
         results = asyncio.run(load())
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
         assert all(output_arrays(r)["probabilities"].shape == (1, 2) for r in results)  # type: ignore[arg-type]
-        served = [scrape_metrics(f"http://127.0.0.1:{p}/metrics").get(
-            'edgeinfer_function_requests_total{code="OK",model="fraud"}', 0) for p in metric_ports]
+        served = [
+            scrape_metrics(f"http://127.0.0.1:{p}/metrics").get(
+                'edgeinfer_function_requests_total{code="OK",model="fraud"}', 0
+            )
+            for p in metric_ports
+        ]
         assert sum(served) == 200
         assert min(served) >= 40, f"load was not spread: {served}"
     finally:
