@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cache.key import uncacheable_reason
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import DeadlineExceeded, InferenceError, ModelNotFound
 from edgeinfer.protocol.tensors import (
@@ -33,7 +34,6 @@ from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-CACHE_PARAMETER = "cache"
 CACHE_STATUS_PARAMETER = "cache_status"
 DEFAULT_TENANT = "default"
 METADATA_TIMEOUT_S = 5.0
@@ -209,7 +209,10 @@ class GatewayDataPlane:
         budget = timeout if timeout is not None else view.timeout_seconds
         forward = self._forward_bytes(request, raw_request, raw, decoded, view, version)
         use_cache = (
-            self._cache is not None and self._key is not None and view.cache_enabled and not _cache_disabled_by(request)
+            self._cache is not None
+            and self._key is not None
+            and view.cache_enabled
+            and uncacheable_reason(request) is None
         )
         if not use_cache:
             payload = await self._call(view.name, forward, budget)
@@ -305,19 +308,6 @@ class GatewayDataPlane:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _cache_disabled_by(request: pb.ModelInferRequest) -> bool:
-    params = request.parameters
-    if CACHE_PARAMETER not in params:
-        return False
-    value = params[CACHE_PARAMETER]
-    choice = value.WhichOneof("parameter_choice")
-    if choice == "bool_param":
-        return not value.bool_param
-    if choice == "string_param":
-        return value.string_param.lower() in ("false", "0", "no", "off")
-    return False
 
 
 def region_metadata(region: str, cache: str | None) -> Sequence[tuple[str, str]]:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cache.stats import CacheStats
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -85,5 +92,43 @@ class GatewayMetrics:
         self.function_calls.labels(self.region, model, code).inc()
         self.function_latency.labels(self.region, model).observe(seconds)
 
-    def cache_event(self, event: str, count: int = 1) -> None:
-        self.cache_events.labels(self.region, event).inc(count)
+    def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
+        """Export the cache's own counters, read at scrape time (the hot path only bumps integers)."""
+        self.registry.register(_CacheCollector(self.region, stats))
+
+
+# CacheStats fields that are gauges; every other integer field is a counter, exported as
+# edgeinfer_gateway_cache_events_total{event=<field>}.
+_CACHE_GAUGES = frozenset({"l1_bytes", "l1_entries", "pending_writes", "redis_connections"})
+
+
+class _CacheCollector(Collector):
+    def __init__(self, region: str, stats: Callable[[], CacheStats]) -> None:
+        self._region = region
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._stats()
+        events = CounterMetricFamily(
+            "edgeinfer_gateway_cache_events",
+            "Cache internals: tiers, Redis errors and timeouts, breaker, drops",
+            labels=["region", "event"],
+        )
+        for field in dataclasses.fields(snapshot):
+            value = getattr(snapshot, field.name)
+            if field.name not in _CACHE_GAUGES and isinstance(value, int):
+                events.add_metric([self._region, field.name], value)
+        yield events
+        for name, help_text, value in (
+            ("edgeinfer_gateway_cache_l1_bytes", "Bytes held by the L1 cache", snapshot.l1_bytes),
+            ("edgeinfer_gateway_cache_l1_entries", "Entries held by the L1 cache", snapshot.l1_entries),
+            ("edgeinfer_gateway_cache_pending_writes", "Redis writes in flight", snapshot.pending_writes),
+            (
+                "edgeinfer_gateway_cache_breaker_open",
+                "1 while the Redis circuit breaker is open",
+                1 if snapshot.breaker_state == "open" else 0,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=["region"])
+            gauge.add_metric([self._region], value)
+            yield gauge

@@ -104,7 +104,7 @@ def response_to_json(payload: bytes) -> dict[str, Any]:
     for tensor in reply.outputs:
         array = arrays[tensor.name]
         if tensor.datatype == "BYTES":
-            data: list[Any] = [b.decode("utf-8", "replace") for b in array.reshape(-1)]
+            data: list[Any] = [bytes(b).decode("utf-8", "replace") for b in array.reshape(-1).tolist()]
         else:
             data = array.reshape(-1).tolist()
         outputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "data": data})

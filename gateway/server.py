@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings, parse_route
 
 log = logging.getLogger("edgeinfer.gateway")
@@ -68,29 +69,37 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-def build_cache(settings: GatewaySettings, metrics: Any) -> tuple[Any, Any, Any]:
+def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> tuple[Any, Any, Any]:
     """The prediction cache, its single-flight table and key function (None when caching is off)."""
     if settings.l1_max_bytes == 0 and settings.redis_url is None:
         return None, None, None
     from cache.key import cache_key, key_parts_from_request
+    from cache.l1 import L1Cache
     from cache.prediction_cache import PredictionCache
+    from cache.redis_store import RedisStore
     from cache.singleflight import SingleFlight
 
+    redis = None
+    if settings.redis_url is not None:
+        redis = RedisStore(
+            settings.redis_url,
+            key_prefix=settings.redis_prefix,
+            get_timeout=settings.redis_read_budget_ms / 1000,
+            write_timeout=settings.redis_write_budget_ms / 1000,
+        )
     cache = PredictionCache(
-        settings.redis_url,
-        prefix=settings.redis_prefix,
-        l1_max_bytes=settings.l1_max_bytes,
+        l1=L1Cache(settings.l1_max_bytes) if settings.l1_max_bytes > 0 else None,
+        redis=redis,
         max_entry_bytes=settings.cache_max_entry_bytes,
-        read_budget_s=settings.redis_read_budget_ms / 1000,
-        write_budget_s=settings.redis_write_budget_ms / 1000,
         xfetch_beta=settings.xfetch_beta,
-        on_event=metrics.cache_event,
     )
+    metrics.watch_cache(cache.stats)
 
     def key(request: Any, decoded: Any, tenant: str, version: str) -> bytes:
         return cache_key(key_parts_from_request(request, decoded, tenant=tenant, version=version))
 
-    return cache, SingleFlight(), key
+    # The shared call is cancelled only when every caller has given up on it.
+    return cache, SingleFlight[bytes](), key
 
 
 async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, stop: asyncio.Event | None = None) -> None:
@@ -102,7 +111,6 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
     from edgeinfer.protocol.tracing import Tracing
     from gateway.backends.static import StaticBackend
     from gateway.dataplane import GatewayDataPlane
-    from gateway.metrics import GatewayMetrics
     from gateway.rest import AdminFront, RestFront
     from gateway.servicer import GatewayServicer
 
@@ -110,6 +118,8 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
     tracing = Tracing(settings.trace, trace_out, service=f"edgeinfer-gateway-{settings.region}")
     backend = StaticBackend(settings.routes, settings.max_message_bytes)
     cache, flights, key = build_cache(settings, metrics)
+    if cache is not None and not await cache.start():
+        log.warning("Redis is not answering yet; serving from L1 and functions until it does")
     dataplane = GatewayDataPlane(
         backend,
         metrics,

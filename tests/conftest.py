@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+# The repository root first, so the packages `functions`, `gateway`, `cache`... win over the test folders of
+# the same names; then tests/ itself, for the `procs` helpers.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from procs import Proc, start_function
+from procs import Proc, start_function  # noqa: E402
 
-from functions.examples import write_examples
+from functions.examples import write_examples  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -110,4 +110,4 @@ class FunctionEndpoint:
         return bool(reply.ready)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(grace=None)
