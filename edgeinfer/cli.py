@@ -1,67 +1,38 @@
-"""The `edgeinfer` command line. Each subcommand imports its component lazily."""
+"""The `edgeinfer` command line. Only the chosen subcommand's component is imported, so a
+function's cold start does not pay for the gateway's imports."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-
-def _function(args: argparse.Namespace) -> int:
-    from functions.server import run
-
-    return run(args)
-
-
-def _examples(args: argparse.Namespace) -> int:
-    from functions.examples import run
-
-    return run(args)
+# name -> (module with add_arguments(parser) and run(args), help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "function": ("functions.server", "serve an ONNX model repository over the Open Inference Protocol"),
+    "examples": ("functions.examples", "write the example model repository (fraud, ranker)"),
+    "gateway": ("gateway.server", "the regional gateway: prediction cache in front of inference functions"),
+    "bench": ("edgeinfer.loadgen.cli", "open-loop load generator with HDR latency histograms"),
+}
 
 
-def _gateway(args: argparse.Namespace) -> int:
-    from gateway.server import run
-
-    return run(args)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from edgeinfer.loadgen.cli import run
-
-    return run(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeinfer", description=__doc__)
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeinfer", description="Serverless, edge-cached inference.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    fn = sub.add_parser("function", help="serve an ONNX model repository over the Open Inference Protocol")
-    from functions.server import add_arguments as add_function_arguments
-
-    add_function_arguments(fn)
-    fn.set_defaults(handler=_function)
-
-    ex = sub.add_parser("examples", help="write the example model repository (fraud, ranker)")
-    ex.add_argument("directory", help="where to write the repository")
-    ex.add_argument("--force", action="store_true", help="overwrite models that already exist")
-    ex.set_defaults(handler=_examples)
-
-    gw = sub.add_parser("gateway", help="the regional gateway: cache in front of inference functions")
-    from gateway.server import add_arguments as add_gateway_arguments
-
-    add_gateway_arguments(gw)
-    gw.set_defaults(handler=_gateway)
-
-    bench = sub.add_parser("bench", help="open-loop load generator with HDR latency histograms")
-    from edgeinfer.loadgen.cli import add_arguments as add_bench_arguments
-
-    add_bench_arguments(bench)
-    bench.set_defaults(handler=_bench)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args_list if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(args_list)
     code: int = args.handler(args)
     return code
 

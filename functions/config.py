@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 Provider = Literal["tensorrt", "cuda", "cpu"]
 
@@ -43,6 +44,77 @@ class Cache(_Strict):
     ttl_seconds: float = Field(default=300.0, gt=0)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a Go-style duration such as "60s", "1m30s", "500ms" (Knative's form)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '60s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"{value!r} is not a duration like '60s', '1m30s' or '500ms'")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError("a duration must be a number of seconds or a string like '60s'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Autoscaling(_Strict):
+    """Knative's autoscaling knobs, with Knative's names (annotation suffixes) and defaults.
+
+    The local pool of `edgeinfer up` honours them; `edgeinfer deploy` writes them
+    as `autoscaling.knative.dev/*` annotations.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    min_scale: int = Field(default=0, ge=0, alias="min-scale")
+    max_scale: int = Field(default=0, ge=0, alias="max-scale")  # 0: no limit (the local pool caps it)
+    initial_scale: int = Field(default=1, ge=0, alias="initial-scale")
+    activation_scale: int = Field(default=1, ge=1, alias="activation-scale")
+    # Soft concurrency target per instance, and the share of it the autoscaler aims for.
+    target: float = Field(default=100.0, gt=0, alias="target")
+    target_utilization_percentage: float = Field(default=70.0, gt=0, le=100, alias="target-utilization-percentage")
+    # The hard limit of concurrent requests per instance (Knative's containerConcurrency); 0 = none.
+    container_concurrency: int = Field(default=0, ge=0, alias="container-concurrency")
+    window: Duration = Field(default=60.0, ge=6.0, le=3600.0, alias="window")
+    panic_window_percentage: float = Field(default=10.0, ge=1.0, le=100.0, alias="panic-window-percentage")
+    panic_threshold_percentage: float = Field(default=200.0, ge=110.0, le=1000.0, alias="panic-threshold-percentage")
+    scale_down_delay: Duration = Field(default=0.0, ge=0.0, le=3600.0, alias="scale-down-delay")
+    scale_to_zero_pod_retention_period: Duration = Field(
+        default=0.0, ge=0.0, alias="scale-to-zero-pod-retention-period"
+    )
+    # Cluster-wide in Knative (config-autoscaler); per model here.
+    scale_to_zero_grace_period: Duration = Field(default=30.0, ge=0.0, alias="scale-to-zero-grace-period")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Autoscaling:
+        if self.max_scale and self.min_scale > self.max_scale:
+            raise ValueError(f"min-scale ({self.min_scale}) is above max-scale ({self.max_scale})")
+        return self
+
+    @property
+    def panic_window(self) -> float:
+        return self.window * self.panic_window_percentage / 100
+
+    @property
+    def effective_target(self) -> float:
+        """Concurrency per instance the autoscaler aims for: target × utilization, within containerConcurrency."""
+        target = min(self.target, self.container_concurrency) if self.container_concurrency else self.target
+        return target * self.target_utilization_percentage / 100
+
+
 class ModelConfig(_Strict):
     # Triton meaning: 0 = the model does not batch; >0 = dimension 0 is the batch, up to this.
     max_batch_size: int = Field(default=0, ge=0)
@@ -59,6 +131,7 @@ class ModelConfig(_Strict):
     inline_compute_max_microseconds: int = Field(default=150, ge=0, le=1000)
     # Default per-request timeout when the caller sets no deadline.
     timeout_ms: int = Field(default=10_000, gt=0)
+    autoscaling: Autoscaling = Autoscaling()
 
 
 class ConfigError(ValueError):

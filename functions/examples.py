@@ -117,6 +117,11 @@ def write_examples(root: Path, force: bool = False) -> list[Path]:
     return written
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="where to write the repository")
+    parser.add_argument("--force", action="store_true", help="overwrite models that already exist")
+
+
 def run(args: argparse.Namespace) -> int:
     root = Path(args.directory)
     written = write_examples(root, force=args.force)

@@ -29,6 +29,7 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+_COLD_START_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
 CACHE_STATUSES = ("hit-l1", "hit-redis", "miss", "coalesced", "bypass")
 
 
@@ -75,6 +76,35 @@ class GatewayMetrics:
             "edgeinfer_gateway_cache_breaker_open", "1 while the Redis circuit breaker is open", ["region"], registry=r
         )
         self.ready = Gauge("edgeinfer_gateway_ready", "1 while the gateway can serve", ["region"], registry=r)
+        # The local pool (backend `local`): Knative's scale-to-zero, measured.
+        self.cold_starts = Histogram(
+            "edgeinfer_gateway_cold_start_seconds",
+            "Function instance spawn to ready",
+            ["region", "model"],
+            buckets=_COLD_START_BUCKETS,
+            registry=r,
+        )
+        self.cold_start_waits = Counter(
+            "edgeinfer_gateway_cold_start_waits",
+            "Requests that waited on a cold start",
+            ["region", "model"],
+            registry=r,
+        )
+        self.instance_count = Gauge(
+            "edgeinfer_gateway_instances", "Function instances by state", ["region", "model", "state"], registry=r
+        )
+        self.instance_crashes = Counter(
+            "edgeinfer_gateway_instance_crashes",
+            "Function instances that exited unexpectedly",
+            ["region", "model"],
+            registry=r,
+        )
+        self.desired_instances = Gauge(
+            "edgeinfer_gateway_desired_instances", "The autoscaler's last decision", ["region", "model"], registry=r
+        )
+        self.panic = Gauge(
+            "edgeinfer_gateway_autoscaler_panic", "1 while in panic mode", ["region", "model"], registry=r
+        )
         self._done: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, model: str, code: str, cache: str, seconds: float) -> None:
@@ -91,6 +121,22 @@ class GatewayMetrics:
     def function_call(self, model: str, code: str, seconds: float) -> None:
         self.function_calls.labels(self.region, model, code).inc()
         self.function_latency.labels(self.region, model).observe(seconds)
+
+    def cold_start(self, model: str, seconds: float) -> None:
+        self.cold_starts.labels(self.region, model).observe(seconds)
+
+    def cold_start_wait(self, model: str) -> None:
+        self.cold_start_waits.labels(self.region, model).inc()
+
+    def instances(self, model: str, state: str, count: int) -> None:
+        self.instance_count.labels(self.region, model, state).set(count)
+
+    def instance_crash(self, model: str) -> None:
+        self.instance_crashes.labels(self.region, model).inc()
+
+    def desired(self, model: str, count: int, panic: bool) -> None:
+        self.desired_instances.labels(self.region, model).set(count)
+        self.panic.labels(self.region, model).set(1 if panic else 0)
 
     def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
         """Export the cache's own counters, read at scrape time (the hot path only bumps integers)."""

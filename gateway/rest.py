@@ -199,16 +199,43 @@ class RestFront:
 
 
 class AdminFront:
-    """/metrics (Prometheus), /healthz (the process is up) and /readyz (it can serve)."""
+    """/metrics (Prometheus), /healthz (the process is up), /readyz (it can serve), and with the local
+    backend /v1/pools (GET: instances and knobs; PATCH /v1/pools/{model}: change Knative knobs at run time).
+    """
 
-    def __init__(self, dataplane: GatewayDataPlane, region: str) -> None:
+    def __init__(self, dataplane: GatewayDataPlane, region: str, backend: Any = None) -> None:
         self._dp = dataplane
         self._region = region
+        self._backend = backend
         self.draining = False
         self.app = web.Application()
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
+        if hasattr(backend, "update"):
+            self.app.router.add_get("/v1/pools", self.pools)
+            self.app.router.add_patch("/v1/pools/{model}", self.update_pool)
+
+    async def pools(self, request: web.Request) -> web.Response:
+        return web.json_response({"region": self._region, "pools": self._backend.status()})
+
+    async def update_pool(self, request: web.Request) -> web.Response:
+        model = request.match_info["model"]
+        try:
+            changes = await request.json()
+        except json.JSONDecodeError as exc:
+            return web.json_response({"error": f"body is not valid JSON: {exc}"}, status=400)
+        if not isinstance(changes, dict):
+            return web.json_response(
+                {"error": 'body must be an object of Knative knobs, e.g. {"min-scale": 2}'}, status=400
+            )
+        try:
+            knobs = await self._backend.update(model, changes)
+        except InferenceError as exc:
+            return web.json_response({"error": exc.message}, status=exc.http_status)
+        except ValueError as exc:  # pydantic's ValidationError names the knob and the rule
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"model": model, "knobs": knobs.model_dump(by_alias=True)})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._dp.metrics.registry)

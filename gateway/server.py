@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL=HOST:PORT[,HOST:PORT...]",
         help="function endpoints of a model (repeat once per model)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("static", "local"),
+        default="static",
+        help="static: --route endpoints; local: a scale-to-zero pool of functions per model",
+    )
+    parser.add_argument("--model-repo", type=Path, help="with --backend local: the model repository to serve")
+    parser.add_argument("--state-dir", type=Path, help="with --backend local: logs and per-model repositories")
+    parser.add_argument("--max-instances", type=int, default=4, help="with --backend local: cap per model")
+    parser.add_argument("--autoscale-tick", type=float, default=2.0, help="with --backend local: seconds per tick")
     parser.add_argument("--l1-max-bytes", type=int, default=64 * 1024 * 1024, help="in-process cache size (0: off)")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--trace", choices=("none", "console", "otlp"), default=env("EDGEINFER_TRACE", "none"))
@@ -102,13 +114,27 @@ def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> tuple[Any
     return cache, SingleFlight[bytes](), key
 
 
-async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, stop: asyncio.Event | None = None) -> None:
+@dataclass(frozen=True)
+class LocalPoolOptions:
+    model_repo: Path
+    state_dir: Path
+    max_instances: int = 4
+    tick_seconds: float = 2.0
+
+
+async def serve(
+    settings: GatewaySettings,
+    trace_out: IO[str] | None = None,
+    stop: asyncio.Event | None = None,
+    local: LocalPoolOptions | None = None,
+) -> None:
     import grpc
     from aiohttp import web
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     from edgeinfer.protocol.grpc_service import add_inference_service
     from edgeinfer.protocol.tracing import Tracing
+    from gateway.backends.local import LocalBackend
     from gateway.backends.static import StaticBackend
     from gateway.dataplane import GatewayDataPlane
     from gateway.rest import AdminFront, RestFront
@@ -116,9 +142,22 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
 
     metrics = GatewayMetrics(settings.region)
     tracing = Tracing(settings.trace, trace_out, service=f"edgeinfer-gateway-{settings.region}")
-    backend = StaticBackend(settings.routes, settings.max_message_bytes)
+    backend: Any
+    if local is not None:
+        backend = LocalBackend(
+            local.model_repo,
+            region=settings.region,
+            state_dir=local.state_dir,
+            metrics=metrics,
+            max_instances=local.max_instances,
+            tick_seconds=local.tick_seconds,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        await backend.start()
+    else:
+        backend = StaticBackend(settings.routes, settings.max_message_bytes)
     cache, flights, key = build_cache(settings, metrics)
-    if cache is not None and not await cache.start():
+    if cache is not None and settings.redis_url is not None and not await cache.start():
         log.warning("Redis is not answering yet; serving from L1 and functions until it does")
     dataplane = GatewayDataPlane(
         backend,
@@ -149,7 +188,7 @@ async def serve(settings: GatewaySettings, trace_out: IO[str] | None = None, sto
         raise SystemExit(f"cannot listen on {address}; is the port in use?")
 
     runners: list[web.AppRunner] = []
-    admin = AdminFront(dataplane, settings.region)
+    admin = AdminFront(dataplane, settings.region, backend)
 
     async def site(app: web.Application, host: str, port: int, what: str) -> None:
         runner = web.AppRunner(app, access_log=None)
@@ -220,7 +259,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgeinfer gateway: {exc}", file=sys.stderr)
         return 2
-    if not settings.routes:
+    local = None
+    if args.backend == "local":
+        if args.model_repo is None:
+            print("edgeinfer gateway: --backend local needs --model-repo DIR", file=sys.stderr)
+            return 2
+        state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix=f"edgeinfer-{settings.region}-"))
+        local = LocalPoolOptions(args.model_repo, state_dir, args.max_instances, args.autoscale_tick)
+    elif not settings.routes:
         print("edgeinfer gateway: no --route given; add --route MODEL=HOST:PORT for each model", file=sys.stderr)
         return 2
     with contextlib.suppress(ImportError):
@@ -229,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         uvloop.install()
     trace_out = args.trace_file.open("a", buffering=1) if args.trace_file else None
     try:
-        asyncio.run(serve(settings, trace_out))
+        asyncio.run(serve(settings, trace_out, local=local))
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(f"edgeinfer gateway: {exc.code}", file=sys.stderr)

@@ -1,0 +1,493 @@
+"""The `local` backend: a scale-to-zero pool of `edgeinfer function` processes per model, with Knative's knobs.
+
+It is the single-machine twin of Knative Serving: the KPA rule decides how
+many instances each model wants (gateway/autoscaler.py); a request that finds
+none ready waits, as with Knative's activator, in a bounded queue until one is
+(never failing because an instance is starting); a crashed instance is
+replaced and its in-flight requests are retried on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.errors import DeadlineExceeded, ModelNotFound, ResourceExhausted
+from functions import repository
+from functions.config import Autoscaling
+from gateway.autoscaler import KPA, Decision
+from gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
+from gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "edgeinfer function ready on "
+SAMPLE_SECONDS = 0.1
+DEFAULT_TICK_SECONDS = 2.0  # Knative's autoscaler tick
+MAX_RETRIES = 3
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the gateway dies, so no function outlives it (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Instance:
+    id: int
+    process: asyncio.subprocess.Process
+    spawned_at: float
+    log_path: Path
+    state: str = "starting"  # starting → ready → draining → gone
+    endpoint: FunctionEndpoint | None = None
+    ready_at: float | None = None
+    inflight: int = 0
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class ModelPool:
+    """Instances of one model in one region, scaled by the KPA rule."""
+
+    def __init__(
+        self,
+        model: str,
+        repo_view: Path,
+        knobs: Autoscaling,
+        *,
+        region: str,
+        log_dir: Path,
+        metrics: GatewayMetrics,
+        max_instances: int,
+        max_queue: int,
+        tick_seconds: float,
+        max_message_bytes: int,
+    ) -> None:
+        self.model = model
+        self.repo_view = repo_view
+        self.region = region
+        self.knobs = knobs
+        self.kpa = KPA(knobs, max_instances)
+        self.max_instances = max_instances
+        self.max_queue = max_queue
+        self.tick_seconds = tick_seconds
+        self.instances: list[Instance] = []
+        self.inflight = 0  # requests in the pool: queued for capacity or running
+        # Time-weighted concurrency: request-seconds since the last sample (short requests count too).
+        self._area = 0.0
+        self._changed_at = time.monotonic()
+        self.queued = 0
+        self.last_decision: Decision | None = None
+        self.metadata: pb.ModelMetadataResponse | None = None
+        self._log_dir = log_dir
+        self._metrics = metrics
+        self._max_message_bytes = max_message_bytes
+        self._ids = itertools.count(1)
+        self._capacity = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for _ in range(max(self.knobs.initial_scale, self.knobs.min_scale)):
+            await self._spawn()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._sample()), loop.create_task(self._autoscale())]
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(self._terminate(i, grace=5.0) for i in list(self.instances)))
+
+    def update(self, knobs: Autoscaling) -> None:
+        """Apply new knobs at run time (the tuner's lever); the next tick acts on them."""
+        self.knobs = knobs
+        self.kpa.knobs = knobs
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def count(self, state: str) -> int:
+        return sum(1 for i in self.instances if i.state == state)
+
+    async def _spawn(self) -> Instance:
+        number = next(self._ids)
+        log_path = self._log_dir / f"{self.model}-{number}.log"
+        log_file = log_path.open("ab")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "edgeinfer.cli",
+                "function",
+                "--model-repo",
+                str(self.repo_view),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            log_file.close()
+        instance = Instance(number, process, time.monotonic(), log_path)
+        self.instances.append(instance)
+        instance.watcher = asyncio.get_running_loop().create_task(self._watch(instance))
+        self._publish()
+        log.info("%s/%s: instance %d starting (pid %d)", self.region, self.model, number, process.pid)
+        return instance
+
+    async def _watch(self, instance: Instance) -> None:
+        """Read the function's output until it says ready; then notice when it exits."""
+        assert instance.process.stdout is not None
+        while instance.state == "starting":
+            line = await instance.process.stdout.readline()
+            if not line:
+                break
+            text = line.decode(errors="replace")
+            if text.startswith(READY_LINE):
+                address = text[len(READY_LINE) :].split()[0]
+                instance.endpoint = FunctionEndpoint(address, self._max_message_bytes)
+                instance.ready_at = time.monotonic()
+                instance.state = "ready"
+                cold = instance.ready_at - instance.spawned_at
+                self._metrics.cold_start(self.model, cold)
+                log.info(
+                    "%s/%s: instance %d ready at %s after %.2fs", self.region, self.model, instance.id, address, cold
+                )
+                await self._fetch_metadata(instance)
+                self._publish()
+                async with self._capacity:
+                    self._capacity.notify_all()
+        # Keep draining stdout so the child never blocks on a full pipe.
+        while await instance.process.stdout.read(65536):
+            pass
+        code = await instance.process.wait()
+        expected = instance.state == "draining" or self._closing
+        instance.state = "gone"
+        if instance in self.instances:
+            self.instances.remove(instance)
+        if instance.endpoint is not None:
+            await instance.endpoint.close()
+        self._publish()
+        if not expected:
+            self._metrics.instance_crash(self.model)
+            log.warning(
+                "%s/%s: instance %d exited with %s; replacing it (log: %s)",
+                self.region,
+                self.model,
+                instance.id,
+                code,
+                instance.log_path,
+            )
+            if not self._closing:
+                await self._reconcile(self.kpa.decide(time.monotonic(), self.count("ready"), self.count("starting")))
+        async with self._capacity:
+            self._capacity.notify_all()
+
+    async def _fetch_metadata(self, instance: Instance) -> None:
+        assert instance.endpoint is not None
+        try:
+            self.metadata = await instance.endpoint.model_metadata(self.model, "", 5.0)
+        except grpc.aio.AioRpcError as error:
+            log.warning("%s/%s: metadata fetch failed: %s", self.region, self.model, error.details())
+
+    async def _terminate(self, instance: Instance, grace: float) -> None:
+        if instance.state == "gone":
+            return
+        instance.state = "draining"
+        self._publish()
+        try:
+            os.killpg(instance.process.pid, signal.SIGTERM)
+            await asyncio.wait_for(instance.process.wait(), grace)
+        except ProcessLookupError:
+            pass
+        except TimeoutError:
+            os.killpg(instance.process.pid, signal.SIGKILL)
+            await instance.process.wait()
+        if instance.watcher is not None:
+            await asyncio.gather(instance.watcher, return_exceptions=True)
+
+    def _publish(self) -> None:
+        for state in ("starting", "ready", "draining"):
+            self._metrics.instances(self.model, state, self.count(state))
+
+    # -- autoscaling -------------------------------------------------------------------------
+
+    def _track(self, delta: int) -> None:
+        now = time.monotonic()
+        self._area += self.inflight * (now - self._changed_at)
+        self._changed_at = now
+        self.inflight += delta
+        if delta > 0:
+            self._area += 1e-9  # an arrival marks the interval active, however short the request
+
+    async def _sample(self) -> None:
+        sampled_at = time.monotonic()
+        while True:
+            await asyncio.sleep(SAMPLE_SECONDS)
+            self._track(0)
+            now = time.monotonic()
+            self.kpa.record(now, self._area / max(now - sampled_at, 1e-6))
+            self._area = 0.0
+            sampled_at = now
+
+    async def _autoscale(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            try:
+                decision = self.kpa.decide(time.monotonic(), self.count("ready"), self.count("starting"))
+                await self._reconcile(decision)
+            except Exception:  # the loop must survive anything one tick does
+                log.exception("%s/%s: autoscaler tick failed", self.region, self.model)
+
+    async def _reconcile(self, decision: Decision) -> None:
+        self.last_decision = decision
+        self._metrics.desired(self.model, decision.desired, decision.panic)
+        current = self.count("ready") + self.count("starting")
+        for _ in range(decision.desired - current):
+            await self._spawn()
+        if decision.desired < current:
+            # Idle ready instances go first; never one that is still starting.
+            idle = sorted((i for i in self.instances if i.state == "ready"), key=lambda i: i.inflight)
+            for instance in idle[: current - decision.desired]:
+                log.info("%s/%s: scaling down instance %d (%s)", self.region, self.model, instance.id, decision.reason)
+                asyncio.get_running_loop().create_task(
+                    self._terminate(instance, grace=self.knobs.scale_to_zero_grace_period or 5.0)
+                )
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _pick(self) -> Instance | None:
+        limit = self.knobs.container_concurrency
+        best: Instance | None = None
+        for instance in self.instances:
+            if instance.state != "ready" or (limit and instance.inflight >= limit):
+                continue
+            if best is None or instance.inflight < best.inflight:
+                best = instance
+        return best
+
+    async def _wait_for_capacity(self, deadline: float) -> None:
+        """Knative's activator: start an instance if none is coming, then wait for one to be free."""
+        if self.queued >= self.max_queue:
+            raise ResourceExhausted(
+                f"model '{self.model}' in {self.region}: {self.queued} requests already wait for an instance; "
+                "retry later"
+            )
+        if self.count("starting") == 0 and self.count("ready") < self.max_instances:
+            wanted = max(self.knobs.activation_scale, 1) if self.count("ready") == 0 else 1
+            for _ in range(min(wanted, self.max_instances - self.count("ready"))):
+                await self._spawn()
+        self.queued += 1
+        try:
+            async with self._capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(f"model '{self.model}': deadline passed while waiting for an instance")
+                try:
+                    # Checked before sleeping too, so a readiness that landed meanwhile is not missed;
+                    # with nothing ready or starting (a start crashed) the caller loops and starts one.
+                    await asyncio.wait_for(
+                        self._capacity.wait_for(
+                            lambda: self._pick() is not None or self.count("starting") + self.count("ready") == 0
+                        ),
+                        remaining,
+                    )
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"model '{self.model}' in {self.region}: no instance became free within the deadline "
+                        f"({self.count('starting')} starting)"
+                    ) from None
+        finally:
+            self.queued -= 1
+
+    async def infer(self, request: bytes, timeout: float, metadata: Metadata) -> tuple[bytes, bool]:
+        """Serve one request; return the reply and whether it waited on a cold start."""
+        deadline = time.monotonic() + timeout
+        waited_cold = False
+        retries = 0
+        self._track(+1)
+        try:
+            while True:
+                instance = self._pick()
+                if instance is None:
+                    waited_cold = waited_cold or self.count("starting") > 0 or self.count("ready") == 0
+                    await self._wait_for_capacity(deadline)
+                    continue
+                assert instance.endpoint is not None
+                instance.inflight += 1
+                try:
+                    reply = await instance.endpoint.infer(request, max(0.0, deadline - time.monotonic()), metadata)
+                    return reply, waited_cold
+                except grpc.aio.AioRpcError as error:
+                    retryable = error.code() == grpc.StatusCode.UNAVAILABLE and retries < MAX_RETRIES
+                    if retryable and deadline > time.monotonic():
+                        retries += 1  # the instance died or is draining: another one takes the request
+                        if instance.state == "ready" and instance.process.returncode is not None:
+                            instance.state = "draining"
+                        continue
+                    raise error_from_rpc(error, instance.endpoint.address, self.model) from None
+                finally:
+                    instance.inflight -= 1
+                    if self.knobs.container_concurrency:
+                        async with self._capacity:
+                            self._capacity.notify()
+        finally:
+            self._track(-1)
+
+    def status(self) -> dict[str, Any]:
+        decision = self.last_decision
+        return {
+            "model": self.model,
+            "region": self.region,
+            "knobs": self.knobs.model_dump(by_alias=True),
+            "instances": [
+                {
+                    "id": i.id,
+                    "state": i.state,
+                    "pid": i.process.pid,
+                    "inflight": i.inflight,
+                    "address": i.endpoint.address if i.endpoint else None,
+                    "cold_start_s": round(i.ready_at - i.spawned_at, 3) if i.ready_at else None,
+                }
+                for i in self.instances
+            ],
+            "ready": self.count("ready"),
+            "starting": self.count("starting"),
+            "inflight": self.inflight,
+            "queued": self.queued,
+            "desired": decision.desired if decision else None,
+            "panic": decision.panic if decision else False,
+            "reason": decision.reason if decision else "",
+        }
+
+
+class LocalBackend:
+    """A ModelPool per model of a repository, for one region."""
+
+    def __init__(
+        self,
+        model_repo: Path,
+        *,
+        region: str,
+        state_dir: Path,
+        metrics: GatewayMetrics,
+        max_instances: int = 4,
+        max_queue: int = 256,
+        tick_seconds: float = DEFAULT_TICK_SECONDS,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        overrides: Mapping[str, Autoscaling] | None = None,
+    ) -> None:
+        self._repo = model_repo
+        self._region = region
+        self._state_dir = state_dir
+        self._metrics = metrics
+        self._options = {
+            "max_instances": max_instances,
+            "max_queue": max_queue,
+            "tick_seconds": tick_seconds,
+            "max_message_bytes": max_message_bytes,
+        }
+        self._overrides = dict(overrides or {})
+        self.pools: dict[str, ModelPool] = {}
+
+    async def start(self) -> None:
+        for entry in repository.scan(self._repo):
+            # Each model gets a repository of its own, as a Knative Service serves one model.
+            view = self._state_dir / "repos" / entry.name
+            view.mkdir(parents=True, exist_ok=True)
+            link = view / entry.name
+            if not link.exists():
+                link.symlink_to((self._repo / entry.name).resolve(), target_is_directory=True)
+            log_dir = self._state_dir / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            pool = ModelPool(
+                entry.name,
+                view,
+                self._overrides.get(entry.name, entry.config.autoscaling),
+                region=self._region,
+                log_dir=log_dir,
+                metrics=self._metrics,
+                **self._options,  # type: ignore[arg-type]
+            )
+            self.pools[entry.name] = pool
+            await pool.start()
+
+    def _pool(self, model: str) -> ModelPool:
+        pool = self.pools.get(model)
+        if pool is None:
+            known = ", ".join(sorted(self.pools)) or "(none)"
+            raise ModelNotFound(f"unknown model '{model}'; region {self._region} serves: {known}")
+        return pool
+
+    def models(self) -> list[str]:
+        return sorted(self.pools)
+
+    async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+        pool = self._pool(model)
+        reply, waited_cold = await pool.infer(request, timeout, metadata)
+        if waited_cold:
+            self._metrics.cold_start_wait(model)
+        return reply
+
+    async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
+        pool = self._pool(model)
+        if pool.metadata is not None and not version:
+            return pool.metadata  # known from an earlier instance: no need to wake one
+        deadline = time.monotonic() + timeout
+        while True:
+            instance = pool._pick() or next((i for i in pool.instances if i.state == "ready"), None)
+            if instance is not None and instance.endpoint is not None:
+                try:
+                    reply = await instance.endpoint.model_metadata(
+                        model, version, max(0.1, deadline - time.monotonic())
+                    )
+                except grpc.aio.AioRpcError as error:
+                    raise error_from_rpc(error, instance.endpoint.address, model) from None
+                if not version:
+                    pool.metadata = reply
+                return reply
+            await pool._wait_for_capacity(deadline)
+
+    async def model_ready(self, model: str, version: str, timeout: float) -> bool:
+        # At zero a model is still ready: the first request wakes it, as Knative's activator does.
+        try:
+            self._pool(model)
+        except ModelNotFound:
+            return False
+        return True
+
+    async def update(self, model: str, changes: Mapping[str, Any]) -> Autoscaling:
+        pool = self._pool(model)
+        merged = {**pool.knobs.model_dump(by_alias=True), **changes}
+        knobs = Autoscaling.model_validate(merged)
+        pool.update(knobs)
+        await pool._reconcile(pool.kpa.decide(time.monotonic(), pool.count("ready"), pool.count("starting")))
+        return knobs
+
+    def status(self) -> dict[str, Any]:
+        return {model: pool.status() for model, pool in sorted(self.pools.items())}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))

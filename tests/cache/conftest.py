@@ -1,0 +1,43 @@
+"""Fixtures for the cache tests: real Redis-compatible servers on free ports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The repository root, so `import cache` finds the package rather than this tests/cache folder
+# (tests/ is on sys.path too, and a plain directory must not win as a namespace package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from procs import free_port
+
+from cache.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server shared by tests that only read and write their own (uniquely prefixed) keys."""
+    server = RedisServer(free_port(), dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server for one test: to kill, pause, or configure with a password."""
+    server = RedisServer(free_port(), dir=tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix unique to the test, so tests sharing a server never see each other's keys."""
+    return f"test:{request.node.name}:"
