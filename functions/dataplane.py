@@ -21,6 +21,7 @@ from edgeinfer.protocol.errors import (
 from edgeinfer.protocol.tensors import Array, batch_size, decode_inputs, encode_outputs, requested_outputs
 from functions import repository
 from functions.batching import DynamicBatcher
+from functions.metadata import build_metadata
 from functions.metrics import FunctionMetrics, ModelMetrics
 from functions.runtime import OnnxModel
 
@@ -111,25 +112,15 @@ class DataPlane:
             name=model.name,
         )
         batcher.start()
-        metadata = pb.ModelMetadataResponse(
-            name=model.name,
-            versions=[model.version],
-            platform="onnxruntime_onnx",
-            inputs=[s.to_proto() for s in model.inputs.values()],
-            outputs=[s.to_proto() for s in model.outputs.values()],
+        metadata = build_metadata(
+            model.name,
+            [model.version],
+            model.inputs.values(),
+            model.outputs.values(),
+            config,
+            provider=model.provider,
+            inline=inline,
         )
-        properties = {
-            "execution_provider": model.provider,
-            "max_batch_size": str(config.max_batch_size),
-            "dynamic_batching": str(joins).lower(),
-            "max_queue_delay_microseconds": str(config.dynamic_batching.max_queue_delay_microseconds),
-            "cache_enabled": str(config.cache.enabled).lower(),
-            "inline_compute": str(inline).lower(),
-        }
-        for key, value in properties.items():
-            metadata.properties[key].string_param = value
-        metadata.properties["cache_ttl_seconds"].double_param = config.cache.ttl_seconds
-        metadata.properties["timeout_ms"].int64_param = config.timeout_ms
         return ServedModel(model, batcher, metrics, metadata)
 
     async def close(self) -> None:

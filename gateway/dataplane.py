@@ -29,7 +29,7 @@ from edgeinfer.protocol.tensors import (
 )
 from edgeinfer.protocol.tracing import Tracing
 from edgeinfer.protocol.wire import response_suffix
-from gateway.backends.base import Backend, BackendError
+from gateway.backends.base import Backend, BackendError, request_arrival
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ class GatewayDataPlane:
         timeout: float | None = None,
     ) -> InferOutcome:
         started = time.perf_counter()
+        request_arrival.set(time.monotonic())
         model = request.model_name
         status = "bypass"
         try:

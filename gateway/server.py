@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, help="with --backend local: logs and per-model repositories")
     parser.add_argument("--max-instances", type=int, default=4, help="with --backend local: cap per model")
     parser.add_argument("--autoscale-tick", type=float, default=2.0, help="with --backend local: seconds per tick")
+    parser.add_argument(
+        "--pool-max-queue",
+        type=int,
+        default=256,
+        help="with --backend local: requests that may wait for an instance, per model",
+    )
     parser.add_argument("--l1-max-bytes", type=int, default=64 * 1024 * 1024, help="in-process cache size (0: off)")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--trace", choices=("none", "console", "otlp"), default=env("EDGEINFER_TRACE", "none"))
@@ -120,6 +126,7 @@ class LocalPoolOptions:
     state_dir: Path
     max_instances: int = 4
     tick_seconds: float = 2.0
+    max_queue: int = 256
 
 
 async def serve(
@@ -150,6 +157,7 @@ async def serve(
             state_dir=local.state_dir,
             metrics=metrics,
             max_instances=local.max_instances,
+            max_queue=local.max_queue,
             tick_seconds=local.tick_seconds,
             max_message_bytes=settings.max_message_bytes,
         )
@@ -265,7 +273,9 @@ def run(args: argparse.Namespace) -> int:
             print("edgeinfer gateway: --backend local needs --model-repo DIR", file=sys.stderr)
             return 2
         state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix=f"edgeinfer-{settings.region}-"))
-        local = LocalPoolOptions(args.model_repo, state_dir, args.max_instances, args.autoscale_tick)
+        local = LocalPoolOptions(
+            args.model_repo, state_dir, args.max_instances, args.autoscale_tick, args.pool_max_queue
+        )
     elif not settings.routes:
         print("edgeinfer gateway: no --route given; add --route MODEL=HOST:PORT for each model", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Protocol
 
 import grpc
@@ -18,6 +19,10 @@ from edgeinfer.protocol.errors import (
 )
 
 Metadata = Sequence[tuple[str, str]]
+
+# When the current request reached the gateway (monotonic): lets a backend tell whether it waited
+# on an instance that was still starting, even if the wait happened while fetching metadata.
+request_arrival: ContextVar[float] = ContextVar("request_arrival", default=0.0)
 
 _BY_CODE: dict[grpc.StatusCode, type[InferenceError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import DeadlineExceeded, ModelNotFound, ResourceExhausted
 from functions import repository
 from functions.config import Autoscaling
+from functions.metadata import metadata_from_files
 from gateway.autoscaler import KPA, Decision
-from gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
+from gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc, request_arrival
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class ModelPool:
         model: str,
         repo_view: Path,
         knobs: Autoscaling,
+        metadata: pb.ModelMetadataResponse,
         *,
         region: str,
         log_dir: Path,
@@ -92,13 +94,14 @@ class ModelPool:
         self._changed_at = time.monotonic()
         self.queued = 0
         self.last_decision: Decision | None = None
-        self.metadata: pb.ModelMetadataResponse | None = None
+        self.metadata = metadata
         self._log_dir = log_dir
         self._metrics = metrics
         self._max_message_bytes = max_message_bytes
         self._ids = itertools.count(1)
         self._capacity = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()  # referenced until done
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -122,6 +125,11 @@ class ModelPool:
         self.kpa.knobs = knobs
 
     # -- instances ---------------------------------------------------------------------------
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def count(self, state: str) -> int:
         return sum(1 for i in self.instances if i.state == state)
@@ -175,7 +183,6 @@ class ModelPool:
                 log.info(
                     "%s/%s: instance %d ready at %s after %.2fs", self.region, self.model, instance.id, address, cold
                 )
-                await self._fetch_metadata(instance)
                 self._publish()
                 async with self._capacity:
                     self._capacity.notify_all()
@@ -187,9 +194,10 @@ class ModelPool:
         instance.state = "gone"
         if instance in self.instances:
             self.instances.remove(instance)
-        if instance.endpoint is not None:
-            await instance.endpoint.close()
         self._publish()
+        if instance.endpoint is not None:
+            # Closing a channel cancels its calls; let the in-flight ones fail over (UNAVAILABLE) first.
+            self._background(self._close_when_idle(instance, instance.endpoint))
         if not expected:
             self._metrics.instance_crash(self.model)
             log.warning(
@@ -205,12 +213,12 @@ class ModelPool:
         async with self._capacity:
             self._capacity.notify_all()
 
-    async def _fetch_metadata(self, instance: Instance) -> None:
-        assert instance.endpoint is not None
-        try:
-            self.metadata = await instance.endpoint.model_metadata(self.model, "", 5.0)
-        except grpc.aio.AioRpcError as error:
-            log.warning("%s/%s: metadata fetch failed: %s", self.region, self.model, error.details())
+    @staticmethod
+    async def _close_when_idle(instance: Instance, endpoint: FunctionEndpoint, limit: float = 10.0) -> None:
+        deadline = time.monotonic() + limit
+        while instance.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await endpoint.close()
 
     async def _terminate(self, instance: Instance, grace: float) -> None:
         if instance.state == "gone":
@@ -272,9 +280,7 @@ class ModelPool:
             idle = sorted((i for i in self.instances if i.state == "ready"), key=lambda i: i.inflight)
             for instance in idle[: current - decision.desired]:
                 log.info("%s/%s: scaling down instance %d (%s)", self.region, self.model, instance.id, decision.reason)
-                asyncio.get_running_loop().create_task(
-                    self._terminate(instance, grace=self.knobs.scale_to_zero_grace_period or 5.0)
-                )
+                self._background(self._terminate(instance, grace=self.knobs.scale_to_zero_grace_period or 5.0))
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -325,6 +331,7 @@ class ModelPool:
     async def infer(self, request: bytes, timeout: float, metadata: Metadata) -> tuple[bytes, bool]:
         """Serve one request; return the reply and whether it waited on a cold start."""
         deadline = time.monotonic() + timeout
+        arrived = request_arrival.get() or time.monotonic()
         waited_cold = False
         retries = 0
         self._track(+1)
@@ -339,7 +346,8 @@ class ModelPool:
                 instance.inflight += 1
                 try:
                     reply = await instance.endpoint.infer(request, max(0.0, deadline - time.monotonic()), metadata)
-                    return reply, waited_cold
+                    # Served by an instance that became ready after the request arrived: it waited on a cold start.
+                    return reply, waited_cold or (instance.ready_at or 0.0) > arrived
                 except grpc.aio.AioRpcError as error:
                     retryable = error.code() == grpc.StatusCode.UNAVAILABLE and retries < MAX_RETRIES
                     if retryable and deadline > time.monotonic():
@@ -426,6 +434,7 @@ class LocalBackend:
                 entry.name,
                 view,
                 self._overrides.get(entry.name, entry.config.autoscaling),
+                metadata_from_files(entry),
                 region=self._region,
                 log_dir=log_dir,
                 metrics=self._metrics,
@@ -453,22 +462,12 @@ class LocalBackend:
 
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
         pool = self._pool(model)
-        if pool.metadata is not None and not version:
-            return pool.metadata  # known from an earlier instance: no need to wake one
-        deadline = time.monotonic() + timeout
-        while True:
-            instance = pool._pick() or next((i for i in pool.instances if i.state == "ready"), None)
-            if instance is not None and instance.endpoint is not None:
-                try:
-                    reply = await instance.endpoint.model_metadata(
-                        model, version, max(0.1, deadline - time.monotonic())
-                    )
-                except grpc.aio.AioRpcError as error:
-                    raise error_from_rpc(error, instance.endpoint.address, model) from None
-                if not version:
-                    pool.metadata = reply
-                return reply
-            await pool._wait_for_capacity(deadline)
+        if version and version not in pool.metadata.versions:
+            raise ModelNotFound(
+                f"model '{model}' has no version '{version}'; available: {', '.join(pool.metadata.versions)}"
+            )
+        # Read from the model's files: validating a request never wakes a model scaled to zero.
+        return pool.metadata
 
     async def model_ready(self, model: str, version: str, timeout: float) -> bool:
         # At zero a model is still ready: the first request wakes it, as Knative's activator does.

@@ -1,0 +1,90 @@
+"""A model's Open Inference metadata, from a loaded session or straight from its files.
+
+The gateway's local pool reads it from the files so that a model scaled to
+zero can be validated against without waking an instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.tensors import TensorSpec
+from functions.config import ModelConfig
+from functions.repository import ModelEntry
+
+PLATFORM = "onnxruntime_onnx"
+
+# onnx.TensorProto element types.
+_ONNX_ELEMENT_TYPES = {
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "BYTES",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
+    12: "UINT32",
+    13: "UINT64",
+}
+
+
+def build_metadata(
+    name: str,
+    versions: Iterable[str],
+    inputs: Iterable[TensorSpec],
+    outputs: Iterable[TensorSpec],
+    config: ModelConfig,
+    *,
+    provider: str = "",
+    inline: bool = False,
+) -> pb.ModelMetadataResponse:
+    joins = config.max_batch_size > 0 and config.dynamic_batching.enabled
+    metadata = pb.ModelMetadataResponse(
+        name=name,
+        versions=list(versions),
+        platform=PLATFORM,
+        inputs=[s.to_proto() for s in inputs],
+        outputs=[s.to_proto() for s in outputs],
+    )
+    properties = {
+        "max_batch_size": str(config.max_batch_size),
+        "dynamic_batching": str(joins).lower(),
+        "max_queue_delay_microseconds": str(config.dynamic_batching.max_queue_delay_microseconds),
+        "cache_enabled": str(config.cache.enabled).lower(),
+        "inline_compute": str(inline).lower(),
+    }
+    if provider:
+        properties["execution_provider"] = provider
+    for key, value in properties.items():
+        metadata.properties[key].string_param = value
+    metadata.properties["cache_ttl_seconds"].double_param = config.cache.ttl_seconds
+    metadata.properties["timeout_ms"].int64_param = config.timeout_ms
+    return metadata
+
+
+def _specs(values: Iterable[object]) -> list[TensorSpec]:
+    specs = []
+    for value in values:
+        tensor = value.type.tensor_type  # type: ignore[attr-defined]
+        datatype = _ONNX_ELEMENT_TYPES.get(tensor.elem_type)
+        if datatype is None:
+            raise ValueError(f"tensor '{value.name}' has an element type edgeinfer does not serve")  # type: ignore[attr-defined]
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        specs.append(TensorSpec(value.name, datatype, shape))  # type: ignore[attr-defined]
+    return specs
+
+
+def metadata_from_files(entry: ModelEntry) -> pb.ModelMetadataResponse:
+    """Metadata of the latest version read from the ONNX graph and config.yaml, without ONNX Runtime."""
+    import onnx
+
+    model = onnx.load(str(entry.versions[entry.latest]), load_external_data=False)
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = _specs(i for i in graph.input if i.name not in initializers)
+    return build_metadata(entry.name, entry.versions, inputs, _specs(graph.output), entry.config)
