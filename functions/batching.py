@@ -52,7 +52,10 @@ class DynamicBatcher:
     `max_batch_size <= 1` never joins requests (batching off). A delay of 0
     still joins whatever is already queued when an instance frees up.
     With `inline=True` a batch runs on the event loop itself: only for models
-    whose largest batch computes faster than a thread hand-off costs.
+    whose largest batch computes faster than a thread hand-off costs. Such a
+    batch joins every request that arrived in the same turn of the event loop
+    and runs at the end of it, well inside the queue delay, with no task or
+    timer per batch.
     """
 
     def __init__(
@@ -73,7 +76,7 @@ class DynamicBatcher:
         self._max_batch = max(1, max_batch_size)
         self._delay = max_queue_delay_us / 1e6
         self._max_queue = max_queue_size
-        self._instances = asyncio.Semaphore(1 if inline else instance_count)
+        self._instances = asyncio.Semaphore(instance_count)
         self._inline = inline
         self._on_batch = on_batch
         self._name = name
@@ -83,6 +86,7 @@ class DynamicBatcher:
         self._wake: asyncio.Future[None] | None = None
         self._wake_at_rows = 1
         self._scheduler: asyncio.Task[None] | None = None
+        self._flush_pending = False
         # Running batch tasks, referenced so they are not garbage-collected mid-flight.
         self._running: set[asyncio.Task[None]] = set()
 
@@ -95,7 +99,7 @@ class DynamicBatcher:
         return self._inline
 
     def start(self) -> None:
-        if self._scheduler is None:
+        if self._scheduler is None and not self._inline:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
 
     async def stop(self) -> None:
@@ -113,6 +117,12 @@ class DynamicBatcher:
         future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, size, signature_of(inputs), future))
         self._queued_rows += size
+        if self._inline:
+            if not self._flush_pending:
+                self._flush_pending = True
+                # After the callbacks already ready in this turn: their requests join the batch.
+                asyncio.get_running_loop().call_soon(self._flush)
+            return await future
         wake = self._wake
         if wake is not None and self._queued_rows >= self._wake_at_rows and not wake.done():
             wake.set_result(None)
@@ -138,12 +148,9 @@ class DynamicBatcher:
             except BaseException:
                 self._instances.release()
                 raise
-            if self._inline:
-                self._execute_inline(batch)
-            else:
-                task = loop.create_task(self._execute(loop, batch))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+            task = loop.create_task(self._execute(loop, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
         while True:
@@ -192,6 +199,14 @@ class DynamicBatcher:
             return batch[0].inputs
         return {n: np.concatenate([p.inputs[n] for p in batch]) for n in batch[0].inputs}
 
+    def _flush(self) -> None:
+        self._flush_pending = False
+        while True:
+            self._drop_done()
+            if not self._queue:
+                return
+            self._execute_inline(self._take())
+
     def _execute_inline(self, batch: list[_Pending]) -> None:
         started = time.monotonic()
         try:
@@ -200,8 +215,6 @@ class DynamicBatcher:
             self._fail(batch, exc)
         else:
             self._deliver(batch, outputs, started)
-        finally:
-            self._instances.release()
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.monotonic()

@@ -186,19 +186,27 @@ class DataPlane:
         if any(spec.datatype == "BYTES" for spec in model.inputs.values()):
             inputs = _strings_for_ort(inputs)
         budget = timeout if timeout is not None else model.config.timeout_ms / 1000
-        try:
-            async with asyncio.timeout(budget):
-                results = await served.batcher.submit(inputs, size)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"model '{model.name}': no result within {budget * 1000:.0f} ms "
-                f"({served.batcher.queued} requests queued)"
-            ) from None
+        if served.batcher.inline:  # runs within this turn of the loop: nothing to time out
+            results = await served.batcher.submit(inputs, size)
+        else:
+            results = await self._submit_within(served, inputs, size, budget)
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         names = model.output_names
         pairs = [(n, _ensure_array(r)) for n, r in zip(names, results, strict=True) if wanted is None or n in wanted]
         encode_outputs(response, pairs, raw)
         return response
+
+    @staticmethod
+    async def _submit_within(served: ServedModel, inputs: dict[str, Array], size: int, budget: float) -> list[Array]:
+        model = served.model
+        try:
+            async with asyncio.timeout(budget):
+                return await served.batcher.submit(inputs, size)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model '{model.name}': no result within {budget * 1000:.0f} ms "
+                f"({served.batcher.queued} requests queued)"
+            ) from None
 
 
 def _strings_for_ort(inputs: dict[str, Array]) -> dict[str, Array]:

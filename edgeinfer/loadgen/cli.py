@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--typed", action="store_true", help="send typed contents instead of raw_input_contents")
     add(
+        "--unique", action="store_true", help="a counter in the first input makes every request distinct (cache misses)"
+    )
+    add(
         "--timeout-ms",
         type=float,
         default=10_000.0,
@@ -65,6 +68,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         batch_size=args.batch_size,
         inputs=tuple(args.inputs),
         typed=args.typed,
+        unique=args.unique,
         timeout_ms=args.timeout_ms,
         connect_timeout=args.connect_timeout,
         seed=args.seed,

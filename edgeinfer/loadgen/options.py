@@ -24,6 +24,8 @@ class BenchOptions:
     arrival: Arrival = "constant"
     batch_size: int = 1
     typed: bool = False
+    # Make every request's input bytes distinct (a counter in the first input), e.g. to measure cache misses.
+    unique: bool = False
     # "NAME:DATATYPE:d1,d2,..." specs; when given, metadata is not fetched.
     inputs: tuple[str, ...] = field(default_factory=tuple)
     warmup: float = 0.0

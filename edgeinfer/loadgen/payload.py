@@ -59,3 +59,13 @@ def build_payload(
     arrays = {spec.name: random_tensor(spec, batch_size, rng) for spec in specs}
     request = build_request(model, arrays, version=version, raw=not typed)
     return request.SerializeToString()
+
+
+def unique_offset(payload: bytes) -> int:
+    """Where the first raw input's bytes start in the serialized request (a counter goes there)."""
+    from edgeinfer.protocol import open_inference_pb2 as pb
+
+    request = pb.ModelInferRequest.FromString(payload)
+    if not len(request.raw_input_contents) or len(request.raw_input_contents[0]) < 8:
+        raise ValueError("--unique needs raw contents and a first input of at least 8 bytes")
+    return payload.rindex(request.raw_input_contents[0])

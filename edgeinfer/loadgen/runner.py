@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from edgeinfer.loadgen.options import BenchError, BenchOptions
-from edgeinfer.loadgen.payload import build_payload, parse_input
+from edgeinfer.loadgen.payload import build_payload, parse_input, unique_offset
 from edgeinfer.loadgen.progress import BenchProgress
 from edgeinfer.loadgen.report import BenchReport, merge
 from edgeinfer.loadgen.target import check_reachable, fetch_inputs
@@ -60,6 +60,7 @@ def _configs(options: BenchOptions, payload: bytes) -> list[WorkerConfig]:
             timeout=options.timeout_ms / 1000,
             channels=options.channels,
             connect_timeout=options.connect_timeout,
+            unique_offset=unique_offset(payload) if options.unique else None,
         )
         for i, limit in enumerate(options.process_limits())
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class WorkerConfig:
     timeout: float
     channels: int
     connect_timeout: float
+    unique_offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class _Client:
         self.errors: Counter[str] = Counter()
         self.last_done = 0.0
         self.max_lag = 0.0
+        self.counter = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, start: float) -> WorkerResult:
@@ -143,13 +146,23 @@ class _Client:
             return False
         return True
 
+    def _next_payload(self) -> bytes:
+        offset = self.config.unique_offset
+        if offset is None:
+            return self.config.payload
+        self.counter += 1
+        data = bytearray(self.config.payload)
+        # Worker index in the high bits: processes never repeat each other's inputs.
+        struct.pack_into("<Q", data, offset, (self.config.index << 48) | self.counter)
+        return bytes(data)
+
     async def _call(self, call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], origin: float, measured: bool) -> None:
         code: str | None = None
         # The deadline counts from the intended time; grpc reads a zero timeout as none at all.
         remaining = self.config.timeout - (time.monotonic() - origin)
         try:
             if remaining > 0:
-                await call(self.config.payload, timeout=remaining)
+                await call(self._next_payload(), timeout=remaining)
             else:
                 code = "DEADLINE_EXCEEDED"
         except grpc.aio.AioRpcError as exc:

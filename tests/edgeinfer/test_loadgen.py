@@ -48,6 +48,7 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.fail_every: dict[int, grpc.StatusCode] = {}
         self.metadata_inputs = [pb.ModelMetadataResponse.TensorMetadata(name="x", datatype="FP32", shape=INPUT_SHAPE)]
         self.calls = 0
+        self.inputs: set[bytes] = set()
         self.failed: Counter[str] = Counter()
         self.shapes: Counter[tuple[int, ...]] = Counter()
         self.raw: Counter[bool] = Counter()
@@ -66,6 +67,7 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         if list(arrays) != ["x"] or arrays["x"].dtype.name != "float32" or arrays["x"].shape[1:] != (4,):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad input")
         self.shapes[arrays["x"].shape] += 1
+        self.inputs.add(arrays["x"].tobytes())
         self.raw[raw] += 1
         await asyncio.sleep(self.stall_s if n == self.stall_at else self.delay)
         for every, code in self.fail_every.items():
@@ -173,6 +175,12 @@ def test_end_to_end_rate_count_and_latency(server: ServerThread) -> None:
     assert report.decode_histogram().get_total_count() == report.ok
     assert server.servicer.shapes == Counter({(1, 4): 500})
     assert server.servicer.raw == Counter({True: 500})
+
+
+def test_unique_makes_every_request_distinct(server: ServerThread) -> None:
+    report = run_bench(options(server.target, rate=200, duration=1.0, processes=2, unique=True))
+    assert report.ok == report.sent and report.sent >= 190
+    assert len(server.servicer.inputs) == server.servicer.calls  # no two requests carried the same input
 
 
 # 3. coordinated omission

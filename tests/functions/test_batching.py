@@ -174,3 +174,19 @@ def test_inline_batches_and_model_errors_reach_every_caller() -> None:
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_inline_joins_the_requests_of_one_event_loop_turn() -> None:
+    async def scenario() -> None:
+        model = Recorder()
+        batcher = make(model, inline=True, max_queue_delay_us=100)
+        batcher.start()
+        outs = await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(5)))
+        assert model.batches == [(5, 3)]
+        assert [float(o[0][0, 0]) for o in outs] == [0, 2, 4, 6, 8]
+        many = await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(20)))
+        assert model.batches[1:] == [(8, 3), (8, 3), (4, 3)]  # split at max_batch_size
+        assert len(many) == 20
+        await batcher.stop()
+
+    asyncio.run(scenario())
