@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from edgeinfer.metrics import CounterCell, FastCounter, FastHistogram, HistogramCell
 from functions.batching import BatchStats
 
 _LATENCY_BUCKETS = (
@@ -34,32 +35,20 @@ class FunctionMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "edgeinfer_function_requests", "Inference requests by outcome", ["model", "code"], registry=r
+        self.requests = FastCounter(
+            "edgeinfer_function_requests", "Inference requests by outcome", ["model", "code"], r
         )
-        self.failures = Counter(
-            "edgeinfer_function_request_failures", "Failed inference requests", ["model", "code"], registry=r
+        self.failures = FastCounter(
+            "edgeinfer_function_request_failures", "Failed inference requests", ["model", "code"], r
         )
-        self.queue = Histogram(
-            "edgeinfer_function_queue_seconds",
-            "Time waiting for a batch",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.queue = FastHistogram(
+            "edgeinfer_function_queue_seconds", "Time waiting for a batch", ["model"], r, _LATENCY_BUCKETS
         )
-        self.compute = Histogram(
-            "edgeinfer_function_compute_seconds",
-            "ONNX Runtime time per batch",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.compute = FastHistogram(
+            "edgeinfer_function_compute_seconds", "ONNX Runtime time per batch", ["model"], r, _LATENCY_BUCKETS
         )
-        self.batch_size = Histogram(
-            "edgeinfer_function_batch_size",
-            "Rows per executed batch",
-            ["model"],
-            buckets=_BATCH_BUCKETS,
-            registry=r,
+        self.batch_size = FastHistogram(
+            "edgeinfer_function_batch_size", "Rows per executed batch", ["model"], r, _BATCH_BUCKETS
         )
         self.cold_start = Histogram(
             "edgeinfer_function_cold_start_seconds",
@@ -82,10 +71,10 @@ class ModelMetrics:
 
     parent: FunctionMetrics
     model: str
-    _ok: Counter = field(init=False)
-    _queue: Histogram = field(init=False)
-    _compute: Histogram = field(init=False)
-    _batch: Histogram = field(init=False)
+    _ok: CounterCell = field(init=False)
+    _queue: HistogramCell = field(init=False)
+    _compute: HistogramCell = field(init=False)
+    _batch: HistogramCell = field(init=False)
 
     def __post_init__(self) -> None:
         self._ok = self.parent.requests.labels(self.model, "OK")

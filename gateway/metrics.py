@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from cache.stats import CacheStats
+from edgeinfer.metrics import CounterCell, FastCounter, FastHistogram, HistogramCell
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -37,43 +38,32 @@ class GatewayMetrics:
     def __init__(self, region: str, registry: CollectorRegistry | None = None) -> None:
         self.region = region
         self.registry = r = registry or CollectorRegistry()
-        self.requests = Counter(
+        # Per-request series: the cheap hot-path kind (edgeinfer.metrics).
+        self.requests = FastCounter(
             "edgeinfer_gateway_requests",
             "Inference requests by outcome and cache status",
             ["region", "model", "code", "cache"],
-            registry=r,
+            r,
         )
-        self.latency = Histogram(
+        self.latency = FastHistogram(
             "edgeinfer_gateway_request_seconds",
             "Gateway time per inference request",
             ["region", "model", "cache"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            r,
+            _LATENCY_BUCKETS,
         )
-        self.function_calls = Counter(
+        self.function_calls = FastCounter(
             "edgeinfer_gateway_function_calls",
             "Calls from the gateway to inference functions",
             ["region", "model", "code"],
-            registry=r,
+            r,
         )
-        self.function_latency = Histogram(
+        self.function_latency = FastHistogram(
             "edgeinfer_gateway_function_call_seconds",
             "Duration of calls to inference functions",
             ["region", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.cache_events = Counter(
-            "edgeinfer_gateway_cache_events",
-            "Cache internals: errors, timeouts, breaker, drops, corrupt entries",
-            ["region", "event"],
-            registry=r,
-        )
-        self.cache_l1_bytes = Gauge(
-            "edgeinfer_gateway_cache_l1_bytes", "Bytes held by the L1 cache", ["region"], registry=r
-        )
-        self.cache_breaker_open = Gauge(
-            "edgeinfer_gateway_cache_breaker_open", "1 while the Redis circuit breaker is open", ["region"], registry=r
+            r,
+            _LATENCY_BUCKETS,
         )
         self.ready = Gauge("edgeinfer_gateway_ready", "1 while the gateway can serve", ["region"], registry=r)
         # The local pool (backend `local`): Knative's scale-to-zero, measured.
@@ -105,7 +95,7 @@ class GatewayMetrics:
         self.panic = Gauge(
             "edgeinfer_gateway_autoscaler_panic", "1 while in panic mode", ["region", "model"], registry=r
         )
-        self._done: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._done: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
 
     def observe(self, model: str, code: str, cache: str, seconds: float) -> None:
         children = self._done.get((model, code, cache))
