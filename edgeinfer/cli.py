@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "examples": ("functions.examples", "write the example model repository (fraud, ranker)"),
     "gateway": ("gateway.server", "the regional gateway: prediction cache in front of inference functions"),
     "bench": ("edgeinfer.loadgen.cli", "open-loop load generator with HDR latency histograms"),
+    "up": ("edgeinfer.up", "run the multi-region stack on this machine (Redis + gateway per region) until Ctrl-C"),
+    "status": ("edgeinfer.status", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
 }
 
 

@@ -29,14 +29,16 @@ class Decision:
 
 
 class KPA:
-    def __init__(self, knobs: Autoscaling, max_instances: int) -> None:
+    def __init__(self, knobs: Autoscaling, max_instances: int, started: float | None = None) -> None:
         self.knobs = knobs
         self.max_instances = max_instances
         self._samples: deque[tuple[float, float]] = deque()
         self._panic_since: float | None = None
         self._panic_peak = 0
         self._recent: deque[tuple[float, int]] = deque()  # decisions, for scale-down-delay
-        self._last_active: float | None = None
+        # Instances started before any traffic count as just used: like a new Knative revision at
+        # initial-scale, they stay for a stable window (plus retention) before scaling to zero.
+        self._last_active: float | None = started
 
     def record(self, now: float, concurrency: float) -> None:
         self._samples.append((now, concurrency))

@@ -83,7 +83,7 @@ class ModelPool:
         self.repo_view = repo_view
         self.region = region
         self.knobs = knobs
-        self.kpa = KPA(knobs, max_instances)
+        self.kpa = KPA(knobs, max_instances, started=time.monotonic())
         self.max_instances = max_instances
         self.max_queue = max_queue
         self.tick_seconds = tick_seconds

@@ -69,6 +69,12 @@ def test_scale_to_zero_waits_for_an_idle_window_plus_retention() -> None:
     assert kpa.decide(now, ready=1).desired == 0
 
 
+def test_initial_instances_stay_a_stable_window_without_traffic() -> None:
+    kpa = KPA(knobs(window="60s"), max_instances=100, started=0.0)
+    assert kpa.decide(10.0, ready=1).desired == 1
+    assert kpa.decide(61.0, ready=1).desired == 0
+
+
 def test_min_max_and_activation_scale() -> None:
     kpa = KPA(knobs(min_scale=2, max_scale=3), max_instances=100)
     assert kpa.decide(0.0, ready=0).desired == 2

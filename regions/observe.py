@@ -1,0 +1,123 @@
+"""What `edgeinfer status` reads from a gateway's admin port: per-model figures from its Prometheus metrics
+and its pool of function instances (/v1/pools)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgeinfer.protocol import open_inference_pb2 as pb
+
+REQUESTS = "edgeinfer_gateway_requests_total"
+LATENCY_BUCKET = "edgeinfer_gateway_request_seconds_bucket"
+COLD_STARTS = "edgeinfer_gateway_cold_start_seconds_count"
+HIT_STATUSES = frozenset({"hit-l1", "hit-redis"})
+
+
+def server_ready(address: str, timeout: float = 1.0) -> tuple[bool | None, str | None]:
+    """Ask a gateway the Open Inference ServerReady RPC: (ready, None) if it answers, else (None, why not)."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            call = channel.unary_unary(
+                "/inference.GRPCInferenceService/ServerReady",
+                request_serializer=pb.ServerReadyRequest.SerializeToString,
+                response_deserializer=pb.ServerReadyResponse.FromString,
+            )
+            reply = call(pb.ServerReadyRequest(), timeout=timeout)
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            details = error.details() if isinstance(error, grpc.Call) else None
+            reason = code.name if code is not None else "error"
+            return None, f"{reason}: {details}" if details else reason
+        return bool(reply.ready), None
+
+
+def quantile_from_buckets(q: float, buckets: Sequence[tuple[float, float]]) -> tuple[float | None, bool]:
+    """Estimate the q-quantile from cumulative histogram buckets [(upper bound, count)], as Prometheus's
+    histogram_quantile does: linear interpolation inside the bucket that holds the rank.
+
+    Returns (estimate, above): `above` is True when the rank falls in the +Inf bucket, and the estimate is
+    then the highest finite bound (the truth is somewhere above it). (None, False) without observations.
+    """
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None, False
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower, True
+            if count == below:
+                return bound, False
+            return lower + (bound - lower) * (rank - below) / (count - below), False
+        lower, below = bound, count
+    return lower, True
+
+
+@dataclass
+class ModelFigures:
+    warm: int = 0  # ready instances
+    starting: int = 0
+    cold_starts: int = 0
+    requests: int = 0  # every code
+    ok: int = 0
+    hits: int = 0
+    # upper bound -> cumulative count, summed over cache statuses
+    latency_buckets: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def hit_ratio(self) -> float | None:
+        return self.hits / self.ok if self.ok else None
+
+    def p99(self) -> tuple[float | None, bool]:
+        return quantile_from_buckets(0.99, list(self.latency_buckets.items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        p99, above = self.p99()
+        return {
+            "warm": self.warm,
+            "starting": self.starting,
+            "cold_starts": self.cold_starts,
+            "requests": self.requests,
+            "ok": self.ok,
+            "hits": self.hits,
+            "hit_ratio": self.hit_ratio,
+            "p99_seconds_estimated": None if p99 is None else round(p99, 6),
+            "p99_above_largest_bucket": above,
+        }
+
+
+def model_figures(metrics_text: str | None, pools: Mapping[str, Any] | None) -> dict[str, ModelFigures]:
+    """Per-model figures from a gateway's /metrics text and its /v1/pools `pools` object (either may be None)."""
+    models: dict[str, ModelFigures] = defaultdict(ModelFigures)
+    for name, pool in (pools or {}).items():
+        models[name].warm = int(pool.get("ready") or 0)
+        models[name].starting = int(pool.get("starting") or 0)
+    if metrics_text:
+        for family in text_string_to_metric_families(metrics_text):
+            for sample in family.samples:
+                model = sample.labels.get("model")
+                if model is None:
+                    continue
+                if sample.name == REQUESTS:
+                    figures = models[model]
+                    count = int(sample.value)
+                    figures.requests += count
+                    if sample.labels.get("code") == "OK":
+                        figures.ok += count
+                        if sample.labels.get("cache") in HIT_STATUSES:
+                            figures.hits += count
+                elif sample.name == COLD_STARTS:
+                    models[model].cold_starts += int(sample.value)
+                elif sample.name == LATENCY_BUCKET:
+                    bound = float(sample.labels["le"])
+                    buckets = models[model].latency_buckets
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return dict(sorted(models.items()))
