@@ -28,7 +28,7 @@ from edgeinfer.protocol.tensors import (
     requested_outputs,
 )
 from edgeinfer.protocol.tracing import Tracing
-from edgeinfer.protocol.wire import response_suffix
+from edgeinfer.protocol.wire import id_field, parameter_field
 from gateway.backends.base import Backend, BackendError, request_arrival
 from gateway.metrics import GatewayMetrics
 
@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 CACHE_STATUS_PARAMETER = "cache_status"
 DEFAULT_TENANT = "default"
+# The cache_status response parameter of each status, serialized once.
+_STATUS_FIELDS = {
+    status: parameter_field(CACHE_STATUS_PARAMETER, status)
+    for status in ("hit-l1", "hit-redis", "miss", "coalesced", "bypass")
+}
 METADATA_TIMEOUT_S = 5.0
 
 
@@ -297,7 +302,7 @@ class GatewayDataPlane:
     @staticmethod
     def _reply(request: pb.ModelInferRequest, raw: bool, payload: bytes, status: str) -> InferOutcome:
         if raw:
-            return InferOutcome(payload + response_suffix(request.id, {CACHE_STATUS_PARAMETER: status}), status)
+            return InferOutcome(payload + id_field(request.id) + _STATUS_FIELDS[status], status)
         # A typed request gets a typed reply: decode the raw one and re-encode it.
         source = pb.ModelInferResponse.FromString(payload)
         reply = pb.ModelInferResponse(model_name=source.model_name, model_version=source.model_version, id=request.id)

@@ -1,0 +1,1 @@
+"""Helpers shared by the benchmark scripts: managed server processes, `edgeinfer bench` runs, rate search."""
