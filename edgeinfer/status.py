@@ -2,8 +2,8 @@
 starts, cache hit ratio and p99 latency (estimated from the gateway's histogram buckets, since it started).
 
 Which stack: `--state-dir DIR` reads the state file `edgeinfer up` writes there (DIR/up.json); `--topology
-FILE` asks the regions of a topology where `edgeinfer up` would run them (the first one on the entry port,
-`--port` or the topology's `entry`); with neither, ./.edgeinfer/up.json if present, else the default topology.
+FILE` asks the regions of a topology where `edgeinfer up` would run them, and the entry (Envoy) on `--port` or
+the topology's `entry`; with neither, ./.edgeinfer/up.json if present, else the default topology.
 A region that does not answer is shown as down. Exit status: 0 when every region answers ready, 3 otherwise.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from regions.local import DEFAULT_STATE_DIR, RegionEndpoints, local_layout, read_state
+from regions.local import DEFAULT_STATE_DIR, RegionEndpoints, entry_address, local_layout, read_state
 from regions.observe import ModelFigures, model_figures, server_ready
 from regions.processes import is_running, wide_console_width
 from regions.topology import TopologyError, default_topology, load_topology
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"ask the stack `edgeinfer up --state-dir DIR` runs (default: ./{DEFAULT_STATE_DIR})",
     )
-    parser.add_argument("--port", type=int, help="with --topology: the entry port `edgeinfer up` was given")
+    parser.add_argument("--port", type=int, help="the entry port `edgeinfer up` was given (default: the topology's)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each region's answers")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -64,7 +64,6 @@ class RegionStatus:
             "region": e.name,
             "grpc": e.grpc,
             "admin": e.admin,
-            "entry": e.entry,
             "state": self.state,
             "answers": self.answers,
             "ready": self.ready,
@@ -104,23 +103,25 @@ def probe(endpoints: RegionEndpoints, timeout: float) -> RegionStatus:
     return status
 
 
-def _find_stack(args: argparse.Namespace) -> tuple[list[RegionEndpoints], str, str | None]:
-    """The regions to ask, where they came from and a warning; ValueError with a message if there is nothing."""
+def _find_stack(args: argparse.Namespace) -> tuple[list[RegionEndpoints], str, str, str | None]:
+    """The regions to ask, the entry, where they came from and a warning; ValueError if there is nothing."""
     if args.topology is not None:
         topology = load_topology(args.topology)
-        return local_layout(topology, args.port), f"topology {args.topology}", None
+        return local_layout(topology), entry_address(topology, args.port), f"topology {args.topology}", None
     state_dir = args.state_dir if args.state_dir is not None else DEFAULT_STATE_DIR
     state = read_state(state_dir)
     if state is None:
         if args.state_dir is not None:
             raise ValueError(f"no {state_dir}/up.json: is `edgeinfer up --state-dir {state_dir}` running?")
-        return local_layout(default_topology(), args.port), "the default topology (no ./.edgeinfer/up.json)", None
+        topology = default_topology()
+        source = "the default topology (no ./.edgeinfer/up.json)"
+        return local_layout(topology), entry_address(topology, args.port), source, None
     warning = None
     if not is_running(state.pid, state.start_time):
         warning = f"edgeinfer up (pid {state.pid}) is not running"
     elif not state.ready:
         warning = "edgeinfer up is still starting"
-    return state.regions, f"{state_dir}/up.json", warning
+    return state.regions, state.entry, f"{state_dir}/up.json", warning
 
 
 def _short(error: str | None) -> str:
@@ -154,7 +155,7 @@ def render(statuses: list[RegionStatus], source: str, warning: str | None, conso
     for status in statuses:
         e = status.endpoints
         state = f"[{colours[status.state]}]{status.state}[/]"
-        grpc = f"{e.grpc} (entry)" if e.entry else e.grpc
+        grpc = e.grpc
         if not status.models:
             why = _short(status.error) if not status.answers else status.admin_error or "no models"
             table.add_row(e.name, state, grpc, f"[dim]{why}[/]", "-", "-", "-", "-", "-")
@@ -183,15 +184,25 @@ def render(statuses: list[RegionStatus], source: str, warning: str | None, conso
 
 def run(args: argparse.Namespace) -> int:
     try:
-        layout, source, warning = _find_stack(args)
+        layout, entry, source, warning = _find_stack(args)
     except (TopologyError, ValueError) as exc:
         print(f"edgeinfer status: {str(exc).replace(chr(10), '; ')}", file=sys.stderr)
         return 2
     with ThreadPoolExecutor(max_workers=max(1, len(layout))) as pool:
+        entry_probe = pool.submit(server_ready, entry, args.timeout)
         statuses = list(pool.map(lambda e: probe(e, args.timeout), layout))
+        entry_ready, entry_error = entry_probe.result()
     if args.json:
-        report = {"source": source, "warning": warning, "regions": [s.as_dict() for s in statuses]}
+        report = {
+            "source": source,
+            "warning": warning,
+            "entry": {"address": entry, "ready": bool(entry_ready), "error": entry_error},
+            "regions": [s.as_dict() for s in statuses],
+        }
         print(json.dumps(report, indent=2))
     else:
-        render(statuses, source, warning, Console(highlight=False, width=wide_console_width()))
-    return 0 if all(s.ready for s in statuses) else EXIT_SOME_DOWN
+        console = Console(highlight=False, width=wide_console_width())
+        state = "[green]up[/]" if entry_ready else f"[red]down[/] ({_short(entry_error)})"
+        console.print(f"entry (Envoy): {entry} {state}", soft_wrap=True)
+        render(statuses, source, warning, console)
+    return 0 if entry_ready and all(s.ready for s in statuses) else EXIT_SOME_DOWN

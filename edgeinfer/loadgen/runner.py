@@ -61,6 +61,7 @@ def _configs(options: BenchOptions, payload: bytes) -> list[WorkerConfig]:
             channels=options.channels,
             connect_timeout=options.connect_timeout,
             unique_offset=unique_offset(payload) if options.unique else None,
+            record_events=options.record_events,
         )
         for i, limit in enumerate(options.process_limits())
     ]
@@ -96,8 +97,12 @@ def _gather(
     return values
 
 
-def run_bench(options: BenchOptions, *, progress: bool = False) -> BenchReport:
-    """Run one open-loop bench and return its merged report; BenchError if it cannot run."""
+def run_bench(
+    options: BenchOptions, *, progress: bool = False, on_start: Callable[[float], None] | None = None
+) -> BenchReport:
+    """Run one open-loop bench and return its merged report; BenchError if it cannot run.
+
+    `on_start` is called with the common start (Unix time, warm-up included) once it is fixed."""
     options.validate()
     payload = prepare_payload(options)
     ctx = mp.get_context("spawn")
@@ -123,6 +128,8 @@ def run_bench(options: BenchOptions, *, progress: bool = False) -> BenchReport:
             for conn in conns:
                 conn.send(start_wall)
             bar.started(start_wall)
+            if on_start is not None:
+                on_start(start_wall)
             run_time = _START_LEAD_S + options.warmup + options.duration + options.timeout_ms / 1000
             results: list[WorkerResult] = _gather(conns, procs, "results", run_time + _SPAWN_SLACK_S, bar.update)
         for worker in procs:

@@ -57,6 +57,7 @@ class WorkerConfig:
     channels: int
     connect_timeout: float
     unique_offset: int | None = None
+    record_events: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ class WorkerResult:
     histogram: bytes  # HdrHistogram.encode() of OK latencies in µs
     elapsed: float  # measurement start to the last measured completion, at least the duration
     max_lag: float  # worst lag of an actual send behind its intended time, seconds
+    # With record_events: (intended offset from the start incl. warm-up, latency s, status, region) each.
+    events: tuple[tuple[float, float, str, str], ...] = ()
 
 
 class _Client:
@@ -86,9 +89,12 @@ class _Client:
         self.max_lag = 0.0
         self.counter = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.events: list[tuple[float, float, str, str]] = []
+        self.start = 0.0
 
     async def run(self, start: float) -> WorkerResult:
         cfg = self.config
+        self.start = start
         ticker = asyncio.create_task(self._tick())
         try:
             await self._send_all(start)
@@ -99,7 +105,14 @@ class _Client:
             self._publish()
         elapsed = max(cfg.duration, self.last_done - (start + cfg.warmup))
         return WorkerResult(
-            cfg.index, self.sent, self.ok, dict(self.errors), self.histogram.encode(), elapsed, self.max_lag
+            cfg.index,
+            self.sent,
+            self.ok,
+            dict(self.errors),
+            self.histogram.encode(),
+            elapsed,
+            self.max_lag,
+            tuple(self.events),
         )
 
     async def _send_all(self, start: float) -> None:
@@ -158,15 +171,21 @@ class _Client:
 
     async def _call(self, call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], origin: float, measured: bool) -> None:
         code: str | None = None
+        region = ""
         # The deadline counts from the intended time; grpc reads a zero timeout as none at all.
         remaining = self.config.timeout - (time.monotonic() - origin)
         try:
-            if remaining > 0:
-                await call(self._next_payload(), timeout=remaining)
-            else:
+            if remaining <= 0:
                 code = "DEADLINE_EXCEEDED"
+            elif self.config.record_events:
+                pending = call(self._next_payload(), timeout=remaining)
+                await pending
+                region = _region(await pending.trailing_metadata())
+            else:
+                await call(self._next_payload(), timeout=remaining)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
+            region = _region(exc.trailing_metadata())
         except Exception as exc:  # a client-side failure still belongs in the report
             code = type(exc).__name__
         finally:
@@ -176,6 +195,8 @@ class _Client:
             return
         done = time.monotonic()
         self.last_done = max(self.last_done, done)
+        if self.config.record_events:
+            self.events.append((origin - self.start, done - origin, code or "OK", region))
         if code is None:
             self.ok += 1
             micros = int((done - origin) * 1e6)
@@ -191,6 +212,13 @@ class _Client:
         while True:
             self._publish()
             await asyncio.sleep(_TICK_S)
+
+
+def _region(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "x-edgeinfer-region":
+            return str(value)
+    return ""
 
 
 async def _main(config: WorkerConfig, conn: Connection, counters: Any) -> WorkerResult:

@@ -103,6 +103,9 @@ class ModelPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()  # referenced until done
         self._closing = False
+        # As a Knative revision, the pool is Ready once it has reached its initial scale one time.
+        self.initial_target = min(max(knobs.initial_scale, knobs.min_scale), max_instances)
+        self.reached_initial = self.initial_target == 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,6 +181,8 @@ class ModelPool:
                 instance.endpoint = FunctionEndpoint(address, self._max_message_bytes)
                 instance.ready_at = time.monotonic()
                 instance.state = "ready"
+                if self.count("ready") >= self.initial_target:
+                    self.reached_initial = True
                 cold = instance.ready_at - instance.spawned_at
                 self._metrics.cold_start(self.model, cold)
                 log.info(
@@ -470,12 +475,12 @@ class LocalBackend:
         return pool.metadata
 
     async def model_ready(self, model: str, version: str, timeout: float) -> bool:
-        # At zero a model is still ready: the first request wakes it, as Knative's activator does.
+        # Ready once the initial scale was reached (as a Knative revision); later, even at zero, a model is
+        # still ready: the first request wakes it, as Knative's activator does.
         try:
-            self._pool(model)
+            return self._pool(model).reached_initial
         except ModelNotFound:
             return False
-        return True
 
     async def update(self, model: str, changes: Mapping[str, Any]) -> Autoscaling:
         pool = self._pool(model)

@@ -58,7 +58,8 @@ def _write_topology(path: Path, ports: list[int]) -> None:
                 "neighbours": [n for n in REGIONS if n != name],
             }
         )
-    path.write_text(yaml.safe_dump({"entry": ports[10], "regions": regions}, sort_keys=False))
+    document = {"entry": ports[10], "envoy_admin": ports[11], "regions": regions}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -183,7 +184,7 @@ def fraud_repo(model_repo: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def up(tmp_path: Path, fraud_repo: Path) -> Iterator[Up]:
-    stack = Up(tmp_path, fraud_repo, _free_ports(11))
+    stack = Up(tmp_path, fraud_repo, _free_ports(12))
     try:
         yield stack
     finally:
@@ -194,12 +195,11 @@ def test_up_serves_every_region_and_stops_clean(up: Up, tmp_path: Path) -> None:
     up.wait_ready()
     up.collect()
     addresses = up.addresses()
-    # The first region serves the entry port in place of its own gRPC port, until the Envoy lands.
-    served = {**addresses, "us-east": up.entry}
-    for region, address in served.items():
+    for region, address in addresses.items():
         assert grpc_ready(address), f"{region} on {address}"
-    for region, address in served.items():
+    for region, address in addresses.items():
         assert _infer(address) == region
+    # The entry is Envoy: the nearest healthy region (the first, the edge) serves it.
     assert _infer(up.entry) == "us-east"
     up.collect()
 
@@ -235,6 +235,7 @@ def test_up_serves_every_region_and_stops_clean(up: Up, tmp_path: Path) -> None:
     commands = [cmd for _, cmd in up.seen.values()]
     assert sum(" gateway " in c for c in commands) == 3, commands
     assert sum("-server" in c for c in commands) == 3, commands  # redis-server or valkey-server
+    assert sum("envoy" in c.split()[0] for c in commands if c) == 1, commands
     assert sum(" function " in c for c in commands) >= 3, commands
 
     up.popen.send_signal(signal.SIGTERM)
@@ -257,7 +258,7 @@ def test_up_serves_every_region_and_stops_clean(up: Up, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("busy", ["entry", "eu-west admin"])
 def test_busy_port_is_a_clear_one_line_error(tmp_path: Path, fraud_repo: Path, busy: str) -> None:
-    ports = _free_ports(11)
+    ports = _free_ports(12)
     _write_topology(tmp_path / "topology.yaml", ports)
     port = ports[10] if busy == "entry" else ports[4]
     with socket.socket() as holder:
@@ -272,13 +273,13 @@ def test_busy_port_is_a_clear_one_line_error(tmp_path: Path, fraud_repo: Path, b
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert f"port {port}" in lines[0] and "in use" in lines[0] and "--port" in lines[0] and "--topology" in lines[0]
-    assert ("us-east gateway gRPC" if busy == "entry" else "eu-west gateway admin") in lines[0]
+    assert ("entry (Envoy)" if busy == "entry" else "eu-west gateway admin") in lines[0]
     assert not _mentioning(str(tmp_path))
     assert not (tmp_path / "state" / "up.json").exists()
 
 
 def test_missing_redis_binary_is_a_clear_one_line_error(tmp_path: Path, fraud_repo: Path) -> None:
-    ports = _free_ports(11)
+    ports = _free_ports(12)
     _write_topology(tmp_path / "topology.yaml", ports)
     result = subprocess.run(
         [sys.executable, "-m", "edgeinfer.cli", "up", "--topology", str(tmp_path / "topology.yaml"),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from regions.local import local_layout
+from regions.local import entry_address, local_layout
 from regions.topology import (
     DEFAULT_TOPOLOGY_FILE,
     TopologyError,
@@ -65,10 +65,9 @@ def test_shorthands_and_optional_fields() -> None:
     assert topology.regions[0].gateway.grpc == ["127.0.0.1:9001"] and topology.regions[0].gateway.admin is None
     assert topology.regions[1].gateway.grpc == ["127.0.0.1:9003", "[::1]:9004"]
     assert topology.regions[1].knative_domain == "b.example.com"
-    layout = local_layout(topology, 9100)
-    assert layout[0].grpc == "127.0.0.1:9100" and layout[0].entry
-    assert layout[1].grpc == "127.0.0.1:9003" and not layout[1].entry
-    assert local_layout(topology)[0].grpc == "127.0.0.1:9000"
+    layout = local_layout(topology)
+    assert [e.grpc for e in layout] == ["127.0.0.1:9001", "127.0.0.1:9003"]
+    assert entry_address(topology, 9100) == "127.0.0.1:9100" and entry_address(topology) == "127.0.0.1:9000"
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
