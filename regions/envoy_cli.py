@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-port", type=int, help="admin port on 127.0.0.1 (default: the topology's)")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 SLO the per-try timeout derives from")
     parser.add_argument("--validate", action="store_true", help="then run `envoy --mode validate` on it")
+    parser.add_argument(
+        "--relative",
+        action="store_true",
+        help="name the EDS files relative to the bootstrap's folder (run Envoy there)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
         args.admin_port if args.admin_port is not None else topology.envoy_admin,
     )
     try:
-        written = write_config(topology, args.edge, args.output, ports, Timings(slo_ms=args.slo_ms))
+        written = write_config(
+            topology, args.edge, args.output, ports, Timings(slo_ms=args.slo_ms), relative=args.relative
+        )
     except ValueError as exc:
         print(f"edgeinfer envoy-config: {exc}", file=sys.stderr)
         return 2

@@ -291,10 +291,10 @@ def bootstrap(
     ports: EnvoyPorts,
     timings: Timings | None = None,
 ) -> dict[str, Any]:
-    """The Envoy v3 bootstrap of `edge` (plain data); endpoints come from the EDS files in `eds_dir`."""
+    """The Envoy v3 bootstrap of `edge` (plain data); endpoints come from the EDS files in `eds_dir` (a relative
+    `eds_dir` stays relative: Envoy then resolves it from its working directory)."""
     timings = timings or Timings()
     priorities(topology, edge)  # an unknown edge fails here, naming the regions
-    eds_dir = eds_dir.resolve()
     clusters = [_cluster(EDGE_CLUSTER, eds_dir / f"{EDGE_CLUSTER}.yaml", timings)]
     clusters += [_cluster(f"region-{n}", eds_dir / f"region-{n}.yaml", timings) for n in topology.names]
     manager = {
@@ -377,15 +377,18 @@ def write_config(
     output: Path,
     ports: EnvoyPorts | None = None,
     timings: Timings | None = None,
+    relative: bool = False,
 ) -> list[Path]:
-    """Write the bootstrap to `output` and its EDS files to `output`'s folder/eds/; return the files written."""
+    """Write the bootstrap to `output` and its EDS files to `output`'s folder/eds/; return the files written.
+    With `relative`, the bootstrap names them `eds/...`: run Envoy from `output`'s folder."""
     ports = ports or EnvoyPorts("127.0.0.1", topology.entry, topology.envoy_admin)
     eds_dir = output.parent / EDS_DIR
     eds = write_eds(topology, edge, eds_dir)
-    document = bootstrap(topology, edge, eds_dir, ports, timings)
+    document = bootstrap(topology, edge, Path(EDS_DIR) if relative else eds_dir.resolve(), ports, timings)
     header = (
         f"# Envoy v3 bootstrap for the edge {edge}, written by `edgeinfer envoy-config`.\n"
-        f"# Endpoints: {eds_dir}/*.yaml (file-based EDS; rewrite them atomically to change endpoints).\n"
+        f"# Endpoints: {EDS_DIR if relative else eds_dir}/*.yaml (file-based EDS; rewrite them atomically to change\n"
+        "# endpoints: write a temporary file in that folder, then rename it over the old one).\n"
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, header + yaml.safe_dump(document, sort_keys=False))

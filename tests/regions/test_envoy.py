@@ -135,6 +135,19 @@ def test_every_generated_config_passes_envoy_validate(tmp_path: Path) -> None:
     assert not ok and "interval" in text
 
 
+def test_the_checked_in_envoy_configs_are_what_envoy_config_writes(tmp_path: Path) -> None:
+    repo_envoy = Path(__file__).resolve().parents[2] / "envoy"
+    for name in default_topology().names:
+        output = tmp_path / name / "envoy.yaml"
+        written = write_config(default_topology(), name, output, relative=True)
+        for path in written:
+            checked_in = repo_envoy / path.relative_to(tmp_path)
+            assert checked_in.read_text() == path.read_text(), (
+                f"{checked_in} is stale: run "
+                f"`edgeinfer envoy-config --edge {name} -o envoy/{name}/envoy.yaml --relative`"
+            )
+
+
 def test_priorities_follow_the_neighbours_and_the_config_has_what_failover_needs(tmp_path: Path) -> None:
     topology = default_topology()
     document = bootstrap(topology, "ap-south", tmp_path, EnvoyPorts("127.0.0.1", 8001, 9901))
