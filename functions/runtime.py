@@ -30,7 +30,36 @@ class ModelLoadError(RuntimeError):
     pass
 
 
-def provider_chain(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
+def trt_profiles(path: Path, max_batch_size: int) -> dict[str, str]:
+    """TensorRT optimization-profile options covering batch 1..max_batch_size, so one engine (built once, then
+    cached) serves every batch size instead of a rebuild per new shape. Empty when the inputs have free
+    dimensions other than the batch (TensorRT then profiles the shapes it sees)."""
+    if max_batch_size <= 0:
+        return {}
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    shapes: dict[str, list[int]] = {}
+    for tensor in graph.input:
+        if tensor.name in initializers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.type.tensor_type.shape.dim]
+        if not dims or any(d < 0 for d in dims[1:]):
+            return {}
+        shapes[tensor.name] = dims[1:]
+
+    def profile(batch: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in [batch, *rest])}" for name, rest in shapes.items())
+
+    return {
+        "trt_profile_min_shapes": profile(1),
+        "trt_profile_opt_shapes": profile(min(8, max_batch_size)),
+        "trt_profile_max_shapes": profile(max_batch_size),
+    }
+
+
+def provider_chain(config: ModelConfig, path: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The configured providers that this ONNX Runtime build has, in order, with options."""
     available = set(ort.get_available_providers())
     chain: list[tuple[str, dict[str, Any]]] = []
@@ -49,6 +78,8 @@ def provider_chain(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
                 "trt_timing_cache_path": cache_dir,
                 "trt_max_workspace_size": config.tensorrt.max_workspace_bytes,
             }
+            if path is not None:
+                options.update(trt_profiles(path, config.max_batch_size))
         chain.append((provider, options))
     if not any(p == ORT_PROVIDER["cpu"] for p, _ in chain):
         # CPU is always the last resort, even if the config left it out.
@@ -95,7 +126,7 @@ class OnnxModel:
 
     @classmethod
     def load(cls, name: str, version: str, path: Path, config: ModelConfig) -> OnnxModel:
-        chain = provider_chain(config)
+        chain = provider_chain(config, path)
         trt = config.tensorrt
         if any(p == ORT_PROVIDER["tensorrt"] for p, _ in chain):
             Path(trt.engine_cache_dir).mkdir(parents=True, exist_ok=True)
