@@ -4,11 +4,16 @@ Concurrent requests are joined along dimension 0 up to `max_batch_size`,
 waiting at most `max_queue_delay_microseconds` after the oldest request for
 more to arrive. Requests whose other dimensions or datatypes differ are never
 joined. The waiting queue is bounded: a full queue rejects at once.
+
+Admission control: a request that brings its deadline is rejected at once (RESOURCE_EXHAUSTED) when the
+work queued ahead of it, at the measured time per batch, cannot finish before that deadline; queueing it
+would only make it time out later, after using a slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -21,6 +26,7 @@ from edgeinfer.protocol.errors import ResourceExhausted
 from edgeinfer.protocol.tensors import Array
 
 RunBatch = Callable[[Mapping[str, Array]], list[Array]]
+EWMA_WEIGHT = 0.2  # of the newest batch in the running estimate of the time per batch
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
@@ -89,6 +95,9 @@ class DynamicBatcher:
         self._flush_pending = False
         # Running batch tasks, referenced so they are not garbage-collected mid-flight.
         self._running: set[asyncio.Task[None]] = set()
+        self._instance_count = max(1, instance_count)
+        # Seconds per batch, measured (EWMA); None until a batch has run: no admission decision before.
+        self.batch_seconds: float | None = None
 
     @property
     def queued(self) -> int:
@@ -108,12 +117,29 @@ class DynamicBatcher:
             await asyncio.gather(self._scheduler, return_exceptions=True)
             self._scheduler = None
 
-    async def submit(self, inputs: Mapping[str, Array], size: int) -> list[Array]:
-        """Queue one request of `size` rows; return its rows of every output."""
+    def expected_seconds(self, size: int) -> float | None:
+        """How long a request of `size` rows arriving now would take to complete, from the queue ahead of it."""
+        if self.batch_seconds is None:
+            return None
+        busy = len(self._running) >= self._instance_count
+        batches = math.ceil((self._queued_rows + size) / self._max_batch) + (1 if busy else 0)
+        return batches * self.batch_seconds / self._instance_count
+
+    async def submit(self, inputs: Mapping[str, Array], size: int, deadline: float | None = None) -> list[Array]:
+        """Queue one request of `size` rows; return its rows of every output. `deadline` (monotonic) turns on
+        admission control for it."""
         if len(self._queue) >= self._max_queue:
             raise ResourceExhausted(
                 f"model '{self._name}': queue is full ({self._max_queue} requests waiting); retry later"
             )
+        if deadline is not None:
+            expected = self.expected_seconds(size)
+            left = deadline - time.monotonic()
+            if expected is not None and expected > left:
+                raise ResourceExhausted(
+                    f"model '{self._name}': cannot finish within the deadline ({expected * 1000:.0f} ms of work "
+                    f"queued ahead, {max(0.0, left) * 1000:.0f} ms left); retry later or on another instance"
+                )
         future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, size, signature_of(inputs), future))
         self._queued_rows += size
@@ -234,6 +260,9 @@ class DynamicBatcher:
                 p.future.set_exception(exc)
 
     def _deliver(self, batch: list[_Pending], outputs: list[Array], started: float) -> None:
+        took = time.monotonic() - started
+        previous = self.batch_seconds
+        self.batch_seconds = took if previous is None else previous + EWMA_WEIGHT * (took - previous)
         if self._on_batch is not None:
             self._on_batch(
                 BatchStats(

@@ -201,7 +201,7 @@ class DataPlane:
         model = served.model
         try:
             async with asyncio.timeout(budget):
-                return await served.batcher.submit(inputs, size)
+                return await served.batcher.submit(inputs, size, deadline=time.monotonic() + budget)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"model '{model.name}': no result within {budget * 1000:.0f} ms "

@@ -16,8 +16,10 @@ import itertools
 import logging
 import os
 import signal
+import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ READY_LINE = "edgeinfer function ready on "
 SAMPLE_SECONDS = 0.1
 DEFAULT_TICK_SECONDS = 2.0  # Knative's autoscaler tick
 MAX_RETRIES = 3
+COLD_START_HISTORY = 20  # recent cold starts kept for admission decisions
 
 
 def _die_with_parent() -> None:
@@ -106,6 +109,7 @@ class ModelPool:
         # As a Knative revision, the pool is Ready once it has reached its initial scale one time.
         self.initial_target = min(max(knobs.initial_scale, knobs.min_scale), max_instances)
         self.reached_initial = self.initial_target == 0
+        self.cold_starts: deque[float] = deque(maxlen=COLD_START_HISTORY)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -184,6 +188,7 @@ class ModelPool:
                 if self.count("ready") >= self.initial_target:
                     self.reached_initial = True
                 cold = instance.ready_at - instance.spawned_at
+                self.cold_starts.append(cold)
                 self._metrics.cold_start(self.model, cold)
                 log.info(
                     "%s/%s: instance %d ready at %s after %.2fs", self.region, self.model, instance.id, address, cold
@@ -299,6 +304,22 @@ class ModelPool:
                 best = instance
         return best
 
+    def _admit_cold(self, deadline: float) -> None:
+        """With nothing ready, a request whose deadline ends before the cold start it waits on (by the median of
+        the measured ones) is rejected now, not after holding a queue slot until it times out. The start it
+        triggered goes on, for the requests after it."""
+        if self.count("ready") or not self.cold_starts:
+            return
+        now = time.monotonic()
+        oldest = max((now - i.spawned_at for i in self.instances if i.state == "starting"), default=0.0)
+        expected = max(0.0, statistics.median(self.cold_starts) - oldest)
+        if expected > deadline - now:
+            raise ResourceExhausted(
+                f"model '{self.model}' in {self.region}: scaled to zero and starting (about {expected:.2f} s to "
+                f"go), longer than the {max(0.0, deadline - now):.2f} s left of the deadline; retry later or "
+                "in another region"
+            )
+
     async def _wait_for_capacity(self, deadline: float) -> None:
         """Knative's activator: start an instance if none is coming, then wait for one to be free."""
         if self.queued >= self.max_queue:
@@ -310,6 +331,7 @@ class ModelPool:
             wanted = max(self.knobs.activation_scale, 1) if self.count("ready") == 0 else 1
             for _ in range(min(wanted, self.max_instances - self.count("ready"))):
                 await self._spawn()
+        self._admit_cold(deadline)
         self.queued += 1
         try:
             async with self._capacity:

@@ -190,3 +190,28 @@ def test_inline_joins_the_requests_of_one_event_loop_turn() -> None:
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_admission_control_rejects_at_once_what_cannot_meet_its_deadline() -> None:
+    async def scenario() -> None:
+        model = Recorder(delay=0.05)  # 50 ms per batch
+        batcher = make(model, max_batch_size=1, max_queue_delay_us=0)
+        batcher.start()
+        await batcher.submit({"x": rows(1)}, 1)  # measures the time per batch
+        assert batcher.batch_seconds is not None and batcher.batch_seconds >= 0.05
+        loop = asyncio.get_running_loop()
+        ahead = [loop.create_task(batcher.submit({"x": rows(2)}, 1)) for _ in range(4)]
+        await asyncio.sleep(0)  # they are queued: ~250 ms of work ahead of the next request
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted, match="cannot finish within the deadline") as caught:
+            await batcher.submit({"x": rows(3)}, 1, deadline=time.monotonic() + 0.1)
+        assert time.monotonic() - started < 0.005  # answered at once, not after queueing
+        assert "ms left" in caught.value.message
+        # A deadline the queue can meet is admitted and served.
+        (out,) = await batcher.submit({"x": rows(4)}, 1, deadline=time.monotonic() + 2.0)
+        assert out.tolist() == [[8.0, 8.0, 8.0]]
+        await asyncio.gather(*ahead)
+        assert len(model.batches) == 6  # the rejected request never ran
+        await batcher.stop()
+
+    asyncio.run(scenario())

@@ -103,6 +103,16 @@ def test_request_at_zero_succeeds_reports_a_cold_start_then_scales_back_to_zero(
     wait_for(lambda: pools(pool_gateway)["fraud"]["ready"] == 0, 30, "scale to zero")
     idle = time.monotonic() - last_request
     assert idle >= 6 + 1 - 0.5, f"scaled to zero after {idle:.1f}s, before window + retention"
+    # Admission: a deadline shorter than the measured cold start is refused at once (the start goes on).
+    with grpc.insecure_channel(pool_gateway["grpc"]) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(fraud_request(2.0), timeout=0.05)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+        assert "scaled to zero and starting" in (refused.value.details() or "")
+        assert time.monotonic() - started < 0.05
+        assert stub.ModelInfer(fraud_request(3.0), timeout=60).outputs[0].name == "probabilities"
 
 
 KPA_KNOBS = {"initial-scale": 1, "target": 1, "target-utilization-percentage": 100, "window": "6s", "max-scale": 3}

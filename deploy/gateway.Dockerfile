@@ -1,0 +1,28 @@
+# The regional gateway image: `edgeinfer gateway` (prediction cache in front of the functions).
+#
+#   docker build -f deploy/gateway.Dockerfile -t edgeinfer/gateway:0.1.0 .
+#
+# In a region's cluster it reaches each model's Knative Service at its cluster-local address:
+#   docker run edgeinfer/gateway:0.1.0 --region eu-west --backend knative --knative-service fraud \
+#     --knative-namespace default --redis redis://redis:6379/0 --admin-port 8002
+# Outside the cluster, add --knative-ingress HOST:PORT --knative-domain <the region's knative_domain>.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY edgeinfer ./edgeinfer
+COPY functions ./functions
+COPY gateway ./gateway
+COPY cache ./cache
+COPY regions ./regions
+COPY knative ./knative
+RUN pip install --no-cache-dir . && rm -rf /src
+
+# A container listens on its own network namespace: bind every address of it.
+ENV EDGEINFER_GATEWAY_HOST=0.0.0.0 EDGEINFER_GATEWAY_PORT=8001
+EXPOSE 8001 8002 8003
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["edgeinfer", "gateway"]
+CMD ["--backend", "knative", "--knative-service", "fraud"]

@@ -1,0 +1,163 @@
+"""The `knative` backend: a model's misses go to its Knative Service in this gateway's region, over h2c.
+
+Each model has one Service (`edgeinfer deploy`), reached one of two ways:
+
+- cluster-local (the gateway runs in the cluster): `<service>.<namespace>.svc.cluster.local:80`, the
+  Service's private route;
+- through the ingress (`--knative-ingress HOST:PORT`, the gateway runs elsewhere): the ingress address, with
+  `:authority` set to `<service>.<namespace>.<knative_domain>`, the host the ingress routes by.
+
+The authority never carries a port: Knative's ingresses match the bare hostname. Knative's activator holds a
+request while a Service scales from zero, so a cold model costs latency within the caller's deadline, not an
+error; UNAVAILABLE (a connection closed by a revision swap) is retried once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.errors import ModelNotFound
+from gateway.backends.base import BackendError, Metadata, error_from_rpc
+from knative.names import cluster_local_host, external_host
+
+T = TypeVar("T")
+KNATIVE_PORT = 80  # Knative Services listen on 80 for cleartext (h2c included)
+
+
+@dataclass(frozen=True)
+class KnativeRoute:
+    model: str
+    service: str
+    target: str  # what the channel dials: HOST:PORT
+    authority: str  # the Host / :authority the request carries
+
+    @property
+    def description(self) -> str:
+        via = "" if self.target.startswith(f"{self.authority}:") else f" via {self.target}"
+        return f"Knative Service '{self.service}' ({self.authority}{via})"
+
+
+def knative_routes(
+    services: Mapping[str, str],
+    namespace: str,
+    *,
+    ingress: str | None = None,
+    domain: str | None = None,
+    cluster_domain: str = "cluster.local",
+) -> dict[str, KnativeRoute]:
+    """model → route; ValueError naming the flag when the ingress has no domain to route by."""
+    if ingress is not None and not domain:
+        raise ValueError(
+            "--knative-ingress needs --knative-domain (the region's knative_domain): the ingress routes by host"
+        )
+    routes = {}
+    for model, service in services.items():
+        if ingress is None:
+            host = cluster_local_host(service, namespace, cluster_domain)
+            routes[model] = KnativeRoute(model, service, f"{host}:{KNATIVE_PORT}", host)
+        else:
+            assert domain is not None
+            routes[model] = KnativeRoute(model, service, ingress, external_host(service, namespace, domain))
+    return routes
+
+
+class ServiceEndpoint:
+    """A channel to one Knative Service, with the authority its route answers to."""
+
+    def __init__(self, route: KnativeRoute, max_message_bytes: int) -> None:
+        self.route = route
+        self.outstanding = 0
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.enable_retries", 0),  # the backend decides about retries
+            ("grpc.default_authority", route.authority),
+        ]
+        self.channel = grpc.aio.insecure_channel(route.target, options=options)
+        self._infer = self.channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
+        )
+        self._metadata = self.channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelMetadata",
+            request_serializer=pb.ModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.ModelMetadataResponse.FromString,
+        )
+
+    async def infer(self, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+        self.outstanding += 1
+        try:
+            reply: bytes = await self._infer(request, timeout=timeout, metadata=metadata or None)
+            return reply
+        finally:
+            self.outstanding -= 1
+
+    async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
+        reply: pb.ModelMetadataResponse = await self._metadata(
+            pb.ModelMetadataRequest(name=model, version=version), timeout=timeout
+        )
+        return reply
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+
+class KnativeBackend:
+    def __init__(self, routes: Mapping[str, KnativeRoute], max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self._endpoints = {model: ServiceEndpoint(route, max_message_bytes) for model, route in routes.items()}
+
+    def models(self) -> list[str]:
+        return sorted(self._endpoints)
+
+    def _endpoint(self, model: str) -> ServiceEndpoint:
+        endpoint = self._endpoints.get(model)
+        if endpoint is None:
+            known = ", ".join(self.models()) or "(none)"
+            raise ModelNotFound(f"unknown model '{model}'; this gateway routes to Knative Services of: {known}")
+        return endpoint
+
+    def _error(self, error: grpc.aio.AioRpcError, endpoint: ServiceEndpoint) -> BackendError:
+        route = endpoint.route
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            # An ingress answers a host it has no route for with 404, which gRPC reads as UNIMPLEMENTED; the
+            # function itself implements every call the gateway makes.
+            said = error.details() or "no details"
+            return BackendError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{route.description} has no route for model '{route.model}' (UNIMPLEMENTED: {said}): is it "
+                "deployed (`edgeinfer services list`), and is the domain the cluster's?",
+            )
+        return error_from_rpc(error, route.description, route.model)
+
+    async def _call(self, model: str, timeout: float, call: Callable[[ServiceEndpoint, float], Awaitable[T]]) -> T:
+        endpoint = self._endpoint(model)
+        deadline = time.monotonic() + timeout
+        for attempt in range(2):
+            try:
+                # A retry gets what is left of the caller's deadline, not a fresh one.
+                return await call(endpoint, max(0.0, deadline - time.monotonic()))
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNAVAILABLE and attempt == 0:
+                    continue
+                raise self._error(error, endpoint) from None
+        raise AssertionError("unreachable")
+
+    async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+        return await self._call(model, timeout, lambda e, t: e.infer(request, t, metadata))
+
+    async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
+        return await self._call(model, timeout, lambda e, t: e.model_metadata(model, version, t))
+
+    async def model_ready(self, model: str, version: str, timeout: float) -> bool:
+        # No probe: the gateway asks every second, and a probe would keep a scaled-to-zero Service awake.
+        # A routed model is ready; the first request wakes it through Knative's activator.
+        return model in self._endpoints
+
+    async def close(self) -> None:
+        for endpoint in self._endpoints.values():
+            await endpoint.close()

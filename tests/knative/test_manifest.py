@@ -1,0 +1,154 @@
+"""The manifest builder: golden manifests in deploy/knative kept in sync, `edgeinfer deploy --dry-run` as a real
+process, and what each flag and the model's config put into the manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeinfer.cli import main
+from functions.config import Autoscaling
+from knative import examples
+from knative.manifest import ENGINE_CACHE_PATH, ServiceOptions, autoscaling_annotations, build_service
+from knative.validate import errors, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+KNOBS = (
+    "min-scale", "max-scale", "initial-scale", "activation-scale", "target", "target-utilization-percentage",
+    "metric", "window", "panic-window-percentage", "panic-threshold-percentage", "scale-down-delay",
+    "scale-to-zero-pod-retention-period",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(examples.EXAMPLES))
+def test_example_manifests_in_deploy_are_what_the_builder_writes(name: str) -> None:
+    written = (ROOT / "deploy" / "knative" / name).read_text()
+    assert written == examples.render_example(name), (
+        f"deploy/knative/{name} is out of date: regenerate with `.venv/bin/python -m knative.examples deploy/knative`"
+    )
+    for document in yaml.safe_load_all(written):
+        assert errors(validate(document)) == []
+
+
+def test_dry_run_all_regions_prints_valid_manifests_as_a_real_process(tmp_path: Path) -> None:
+    """The issue's first 'done' item, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "deploy", "fraud", "--all-regions", "--dry-run", "-o", "yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    documents = list(yaml.safe_load_all(result.stdout))
+    assert [d["metadata"]["labels"]["edgeinfer.dev/region"] for d in documents] == ["us-east", "eu-west", "ap-south"]
+    for document in documents:
+        assert validate(document) == []
+    assert "kubectl apply --server-side --field-manager edgeinfer" in result.stdout
+    assert "note: no nvidia.com/gpu limit" in result.stderr
+
+
+def test_the_manifest_has_every_part_the_issue_lists() -> None:
+    knobs = Autoscaling.model_validate({"min-scale": 1, "max-scale": 8, "window": "90s", "container-concurrency": 16})
+    built = build_service(
+        "fraud",
+        "eu-west",
+        ServiceOptions(autoscaling=knobs, limits={"nvidia.com/gpu": "1"}, model_version="7", timeout_seconds=30),
+    )
+    manifest = built.manifest
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["ports"] == [{"name": "h2c", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["grpc"] == {"port": 8080}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["EDGEINFER_MODEL_REPO"] == "file:///models" and env["EDGEINFER_MODELS"] == "fraud"
+    assert env["EDGEINFER_EXECUTION_PROVIDERS"] == "tensorrt,cuda,cpu"  # a GPU: the config's providers
+    annotations = manifest["spec"]["template"]["metadata"]["annotations"]
+    assert {k.removeprefix("autoscaling.knative.dev/") for k in annotations} >= set(KNOBS)
+    assert annotations["autoscaling.knative.dev/min-scale"] == "1"
+    assert annotations["autoscaling.knative.dev/max-scale"] == "8"
+    assert annotations["autoscaling.knative.dev/window"] == "90s"
+    assert pod["containerConcurrency"] == 16 and pod["timeoutSeconds"] == 30
+    assert manifest["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
+    labels = manifest["metadata"]["labels"]
+    assert (labels["edgeinfer.dev/model"], labels["edgeinfer.dev/region"]) == ("fraud", "eu-west")
+    assert labels["edgeinfer.dev/model-version"] == "7"
+    assert pod["volumes"] == [{"name": "trt-engine-cache", "emptyDir": {"sizeLimit": "10Gi"}}]
+    assert container["volumeMounts"] == [{"name": "trt-engine-cache", "mountPath": ENGINE_CACHE_PATH}]
+
+
+def test_annotations_follow_knatives_formats() -> None:
+    annotations = autoscaling_annotations(
+        Autoscaling.model_validate({"target": 0.5, "window": "1m30s", "scale-down-delay": "500ms"})
+    )
+    assert annotations["autoscaling.knative.dev/target"] == "0.5"
+    assert annotations["autoscaling.knative.dev/window"] == "90s"
+    assert annotations["autoscaling.knative.dev/scale-down-delay"] == "500ms"
+    assert annotations["autoscaling.knative.dev/target-utilization-percentage"] == "70"
+
+
+def dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["deploy", "fraud", "--region", "us-east", "--dry-run", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_traffic_and_tags_follow_kn(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = dry_run(
+        capsys, "-o", "json", "--traffic", "fraud-00001=80", "--traffic", "@latest=20",
+        "--tag", "fraud-00001=stable", "--tag", "canary", "--tag", "fraud-00002=next",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["spec"]["traffic"] == [
+        {"tag": "stable", "revisionName": "fraud-00001", "percent": 80},
+        {"tag": "canary", "latestRevision": True, "percent": 20},
+        {"tag": "next", "revisionName": "fraud-00002", "percent": 0},  # a tag alone: its own URL, no traffic
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "words"),
+    [
+        (["--traffic", "fraud-00001=70", "--traffic", "@latest=20"], 1, "spec.traffic: the percents add up to 90"),
+        (["--traffic", "fraud-00001"], 2, "--traffic 'fraud-00001': write REVISION=PERCENT"),
+        (["--scale-min", "5", "--scale-max", "2"], 2, "min-scale (5) is above max-scale (2)"),
+        (["--scale-utilization", "150"], 2, "--scale-utilization: Input should be less than or equal to 100"),
+        (["--scale-window", "soon"], 2, "--scale-window: 'soon' is not a duration"),
+        (["--limit", "nvidia.com/gpu"], 2, "--limit 'nvidia.com/gpu': write KEY=VALUE"),
+        (["--limit", "nvidia.com/gpu=0.5"], 1, "'0.5' is not a whole number of GPUs"),
+        (["--timeout", "900"], 1, "spec.template.spec.timeoutSeconds: 900 is out of range"),
+        (["--revision-name", "v2"], 1, "revision name 'v2' does not start with the Service's name"),
+        (["--region", "mars"], 2, "--region mars: not in"),
+        (["--all-regions"], 2, "give --region R or --all-regions, not both"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_is_sent(
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, words: str
+) -> None:
+    got, out, err = dry_run(capsys, *argv)
+    assert got == code and words in err, err
+    assert out == ""
+
+
+def test_model_name_that_makes_no_service_name_names_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["deploy", "9lives", "--region", "us-east", "--dry-run"])
+    assert code == 2 and "pass --service-name NAME" in capsys.readouterr().err
+    code = main(["deploy", "9lives", "--region", "us-east", "--dry-run", "--service-name", "nine-lives"])
+    assert code == 0 and "name: nine-lives" in capsys.readouterr().out
+
+
+def test_grace_period_and_initial_scale_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "fraud" / "1").mkdir(parents=True)
+    (tmp_path / "fraud" / "1" / "model.onnx").touch()
+    config = {"autoscaling": {"scale-to-zero-grace-period": "90s", "initial-scale": 0}}
+    (tmp_path / "fraud" / "config.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = dry_run(capsys, "--model-repo", str(tmp_path))
+    assert code == 0, err
+    assert "scale-to-zero-grace-period 90s is cluster-wide in Knative" in err
+    assert "allow-zero-initial-scale" in err

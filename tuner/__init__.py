@@ -1,0 +1,1 @@
+"""The warm-pool tuner: forecast, queueing model, planner, simulator, traces and policies."""
