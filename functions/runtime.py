@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -87,6 +88,36 @@ def provider_chain(config: ModelConfig, path: Path | None = None) -> list[tuple[
     return chain
 
 
+def _usable_engine_cache(
+    chain: list[tuple[str, dict[str, Any]]], cache_dir: str, model: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The chain as is if the engine cache directory can be written; else TensorRT without its caches (engines
+    built in memory at each start: slower cold starts, but serving) and a warning that says why."""
+    probe = Path(cache_dir) / f".write-test-{os.getpid()}"
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"x" * 4096)  # a full disk fails here, not in the middle of an engine build
+        probe.unlink()
+        return chain
+    except OSError as exc:
+        log.warning(
+            "model %s: TensorRT engine cache %s is not writable (%s); building engines without the cache: "
+            "free space or fix tensorrt.engine_cache_dir",
+            model,
+            cache_dir,
+            exc.strerror or exc,
+        )
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    uncached = {"trt_engine_cache_enable": False, "trt_timing_cache_enable": False}
+    return [
+        (p, {k: v for k, v in o.items() if not k.endswith("_cache_path")} | uncached)
+        if p == ORT_PROVIDER["tensorrt"]
+        else (p, o)
+        for p, o in chain
+    ]
+
+
 def _session_options(config: ModelConfig) -> ort.SessionOptions:
     options = ort.SessionOptions()
     threads = config.intra_op_threads or min(2, os.cpu_count() or 1)
@@ -127,9 +158,8 @@ class OnnxModel:
     @classmethod
     def load(cls, name: str, version: str, path: Path, config: ModelConfig) -> OnnxModel:
         chain = provider_chain(config, path)
-        trt = config.tensorrt
         if any(p == ORT_PROVIDER["tensorrt"] for p, _ in chain):
-            Path(trt.engine_cache_dir).mkdir(parents=True, exist_ok=True)
+            chain = _usable_engine_cache(chain, config.tensorrt.engine_cache_dir, name)
         last_error: Exception | None = None
         # A provider that fails to initialise (missing CUDA libraries) falls through to the next.
         for start in range(len(chain)):

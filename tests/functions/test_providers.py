@@ -36,3 +36,29 @@ def test_tensorrt_profiles_cover_every_batch_size_with_one_engine(model_repo: Pa
         "trt_profile_max_shapes": "embedding:64x512",
     }
     assert trt_profiles(path, 0) == {}  # no batch dimension: TensorRT profiles what it sees
+
+
+def test_an_unwritable_engine_cache_keeps_tensorrt_without_its_cache(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from functions.runtime import _usable_engine_cache
+
+    chain = [
+        (
+            "TensorrtExecutionProvider",
+            {"trt_engine_cache_enable": True, "trt_engine_cache_path": "x", "trt_fp16_enable": True},
+        ),
+        ("CPUExecutionProvider", {}),
+    ]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with caplog.at_level("WARNING"):
+        fixed = _usable_engine_cache(chain, str(blocker / "engines"), "ranker")
+    assert fixed[0] == (
+        "TensorrtExecutionProvider",
+        {"trt_engine_cache_enable": False, "trt_timing_cache_enable": False, "trt_fp16_enable": True},
+    )
+    assert fixed[1] == ("CPUExecutionProvider", {})
+    assert "not writable" in caplog.text and "engine_cache_dir" in caplog.text
+    # A writable directory keeps the chain, caches on.
+    assert _usable_engine_cache(chain, str(tmp_path / "engines"), "ranker") == chain
