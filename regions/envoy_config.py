@@ -304,6 +304,25 @@ def bootstrap(
         "codec_type": "AUTO",  # h2c (gRPC) by its preface; HTTP/1.1 for curl and health probes
         "http2_protocol_options": {"max_concurrent_streams": 1024},
         "stream_idle_timeout": "300s",
+        # Only calls that did not end OK, to Envoy's own output: why each failed (response flags: UH no healthy
+        # upstream, URX retries exhausted, UO overflow of the retry budget, ...), and where it was tried last.
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.file",
+                "filter": {"grpc_status_filter": {"statuses": ["OK"], "exclude": True}},
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": "/dev/stdout",
+                    "log_format": {
+                        "text_format_source": {
+                            "inline_string": "[%START_TIME%] %REQ(:PATH)% grpc-status=%GRPC_STATUS% "
+                            "flags=%RESPONSE_FLAGS% upstream=%UPSTREAM_HOST% "
+                            "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% %DURATION%ms %RESPONSE_CODE_DETAILS%\n"
+                        }
+                    },
+                },
+            }
+        ],
         "route_config": {
             "name": "edgeinfer",
             "virtual_hosts": [{"name": "edgeinfer", "domains": ["*"], "routes": _routes(topology, timings)}],
