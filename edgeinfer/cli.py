@@ -13,9 +13,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "function": ("functions.server", "serve an ONNX model repository over the Open Inference Protocol"),
     "examples": ("functions.examples", "write the example model repository (fraud, ranker)"),
     "gateway": ("gateway.server", "the regional gateway: prediction cache in front of inference functions"),
+    "apikey": ("gateway.auth", "make an API key for a tenant and print the digest for the gateway's --api-keys file"),
     "bench": ("edgeinfer.loadgen.cli", "open-loop load generator with HDR latency histograms"),
-    "up": ("edgeinfer.up", "run the multi-region stack on this machine (Redis + gateway per region) until Ctrl-C"),
+    "up": ("edgeinfer.up", "run the multi-region stack on this machine (Envoy, Redis + gateway per region)"),
     "status": ("edgeinfer.status", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
+    "deploy": ("knative.deploy_cli", "deploy a model as a Knative Service per region (validated; --dry-run -o yaml)"),
+    "services": ("knative.services_cli", "the model Services on Knative per region: list, describe, delete"),
+    "envoy-config": ("regions.envoy_cli", "write the Envoy bootstrap (priority failover, EDS files) of one edge"),
+    "drill": ("regions.drill", "fault a region (kill, blackhole, slow, flap) under load through Envoy; report"),
+    "tune": ("tuner.cli_tune", "per-region warm-pool plan (min-scale per model) holding the p99 SLO; --apply sets it"),
+    "simulate": ("tuner.cli_simulate", "replay a trace through a model of the regions and compare warm-pool policies"),
+    "trace": ("tuner.cli_trace", "generate, inspect, import (from gateway spans) and replay request traces"),
 }
 
 

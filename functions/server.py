@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_MESSAGE_BYTES,
         help="largest request or reply; bigger ones get RESOURCE_EXHAUSTED (default 64 MiB)",
     )
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve gRPC over TLS instead of h2c")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA bundle: require callers (the gateway) to present a certificate it signed (mutual TLS)",
+    )
     parser.add_argument(
         "--trace",
         choices=("none", "console", "otlp"),
@@ -69,6 +76,22 @@ def process_age_seconds() -> float:
 _IMPORTED_AT = time.monotonic()
 
 
+def server_tls(args: argparse.Namespace) -> Any:
+    """gRPC server credentials from the --tls-* flags, or None for h2c."""
+    from edgeinfer.tls import ServerTLS, TLSConfigError
+
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS runs over TLS")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise SystemExit("--tls-cert and --tls-key go together: give both, or neither for h2c")
+    try:
+        return ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca).grpc_credentials()
+    except TLSConfigError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -92,8 +115,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{args.host}:{args.port}"
+    tls = server_tls(args)
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_insecure_port(address) if tls is None else server.add_secure_port(address, tls)
     except RuntimeError as exc:
         raise SystemExit(f"cannot listen on {address}: {exc}; is the port in use?") from exc
     if bound == 0:

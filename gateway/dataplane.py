@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 CACHE_STATUS_PARAMETER = "cache_status"
 DEFAULT_TENANT = "default"
+# Set by the fronts' authentication (gateway/auth.py) for the call's task; when set it wins over
+# the `tenant` argument, so a tenant comes from a verified key and never from what a client sends.
+authenticated_tenant: ContextVar[str | None] = ContextVar("authenticated_tenant", default=None)
 # The cache_status response parameter of each status, serialized once.
 _STATUS_FIELDS = {
     status: parameter_field(CACHE_STATUS_PARAMETER, status)
@@ -133,6 +137,8 @@ class GatewayDataPlane:
         self._views: dict[tuple[str, str], ModelView] = {}
         self._fetching: dict[tuple[str, str], asyncio.Task[ModelView]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # Seconds added to every inference: set by drills through the admin port (PUT /v1/fault).
+        self.fault_delay = 0.0
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -190,6 +196,7 @@ class GatewayDataPlane:
     ) -> InferOutcome:
         started = time.perf_counter()
         request_arrival.set(time.monotonic())
+        tenant = authenticated_tenant.get() or tenant
         model = request.model_name
         status = "bypass"
         try:
@@ -203,6 +210,8 @@ class GatewayDataPlane:
     async def _infer(
         self, request: pb.ModelInferRequest, raw_request: bytes | None, tenant: str, timeout: float | None
     ) -> InferOutcome:
+        if self.fault_delay:
+            await asyncio.sleep(self.fault_delay)
         view = await self.model(request.model_name)
         version = request.model_version or view.version
         if version not in view.versions:

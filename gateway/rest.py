@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,13 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.datatypes import NUMPY_DTYPES
 from edgeinfer.protocol.errors import InferenceError, InvalidArgument
-from edgeinfer.protocol.tensors import Array, build_request, output_arrays, shape_text
+from edgeinfer.protocol.tensors import Array, build_request, element_count, output_arrays, shape_text
 from gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane
 from gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 
 log = logging.getLogger(__name__)
 
 REGION_HEADER = "x-edgeinfer-region"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 CACHE_HEADER = "x-edgeinfer-cache"
 
 
@@ -28,14 +30,33 @@ def _parameter(value: Any) -> pb.InferParameter:
     if isinstance(value, bool):
         param.bool_param = value
     elif isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise InvalidArgument(f"parameter value {value} is outside the int64 range")
         param.int64_param = value
     elif isinstance(value, float):
         param.double_param = value
     elif isinstance(value, str):
         param.string_param = value
     else:
-        raise InvalidArgument(f"parameter value {value!r} must be a bool, integer, number or string")
+        raise InvalidArgument(f"parameter value {_brief(value)} must be a bool, integer, number or string")
     return param
+
+
+def _brief(value: Any) -> str:
+    """A short repr of a client's value for an error message (never the whole of a large one)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bytes_elements(name: str, data: Any) -> Array:
+    """BYTES data: (nested lists of) strings, each sent as its UTF-8 bytes."""
+    flat = np.array(data, dtype=np.object_).reshape(-1)
+    out = np.empty(flat.size, dtype=np.object_)
+    for i, item in enumerate(flat):
+        if not isinstance(item, str):
+            raise InvalidArgument(f"input '{name}': BYTES data must be strings, got {_brief(item)}")
+        out[i] = item.encode("utf-8", "surrogatepass")
+    return out
 
 
 def _parameter_value(param: pb.InferParameter) -> Any:
@@ -51,20 +72,17 @@ def _tensor_from_json(tensor: Any) -> tuple[str, Array]:
     shape = tensor.get("shape")
     if not isinstance(name, str) or not name:
         raise InvalidArgument("an input has no name")
-    if datatype not in NUMPY_DTYPES:
-        raise InvalidArgument(f"input '{name}': unknown datatype {datatype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
+        raise InvalidArgument(f"input '{name}': unknown datatype {_brief(datatype)}; one of {', '.join(NUMPY_DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InvalidArgument(f"input '{name}': shape must be a list of non-negative integers")
+    expected = element_count(name, shape)  # refuses negative dimensions and sizes past MAX_ELEMENTS
     data = tensor.get("data")
     if data is None:
         raise InvalidArgument(f"input '{name}': no data")
     try:
-        if datatype == "BYTES":
-            flat = np.array(data, dtype=np.object_).reshape(-1)
-            array = np.array([s.encode() if isinstance(s, str) else s for s in flat], dtype=np.object_)
-        else:
-            array = np.asarray(data, dtype=NUMPY_DTYPES[datatype])
-        expected = int(np.prod(shape)) if shape else 1
+        bytes_data = datatype == "BYTES"
+        array = _bytes_elements(name, data) if bytes_data else np.asarray(data, dtype=NUMPY_DTYPES[datatype])
         if array.size != expected:
             raise InvalidArgument(
                 f"input '{name}': {array.size} values do not fill shape {shape_text(shape)} ({expected} values)"
@@ -72,6 +90,20 @@ def _tensor_from_json(tensor: Any) -> tuple[str, Array]:
         return name, array.reshape(shape)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidArgument(f"input '{name}': data is not valid {datatype}: {exc}") from None
+
+
+def parse_json_body(data: bytes) -> Any:
+    """The request body as JSON; a body that is not UTF-8, not JSON, or nested past the parser's limit is a 400."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"request body is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("request body is nested too deeply to parse; tensors need at most a few levels") from None
 
 
 def request_from_json(model: str, version: str, body: Any) -> pb.ModelInferRequest:
@@ -86,11 +118,20 @@ def request_from_json(model: str, version: str, body: Any) -> pb.ModelInferReque
         if name in arrays:
             raise InvalidArgument(f"input '{name}' appears more than once")
         arrays[name] = array
+    request_id = body.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidArgument(f"'id' must be a string, got {_brief(request_id)}")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidArgument("'parameters' must be an object of name: value")
+    outputs = body.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise InvalidArgument("'outputs' must be a list of objects with a name")
     # Datatypes and shapes are checked against the model's metadata downstream.
-    request = build_request(model, arrays, version=version, request_id=str(body.get("id", "")), raw=True)
-    for key, value in (body.get("parameters") or {}).items():
+    request = build_request(model, arrays, version=version, request_id=request_id, raw=True)
+    for key, value in parameters.items():
         request.parameters[key].CopyFrom(_parameter(value))
-    for output in body.get("outputs") or []:
+    for output in outputs:
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise InvalidArgument("each requested output must be an object with a name")
         request.outputs.add(name=output["name"])
@@ -132,10 +173,13 @@ def metadata_to_json(metadata: pb.ModelMetadataResponse) -> dict[str, Any]:
 
 
 class RestFront:
-    def __init__(self, dataplane: GatewayDataPlane, region: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, dataplane: GatewayDataPlane, region: str, max_body_bytes: int, middlewares: Sequence[Any] = ()
+    ) -> None:
+        """`middlewares` (e.g. authentication) run inside the error mapping, before the handlers."""
         self._dp = dataplane
         self._region = region
-        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors, *middlewares])
         add = self.app.router.add_route
         add("GET", "/v2/health/live", self.live)
         add("GET", "/v2/health/ready", self.ready)
@@ -188,11 +232,7 @@ class RestFront:
 
     async def infer(self, request: web.Request) -> web.Response:
         info = request.match_info
-        text = await request.text()
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+        body = parse_json_body(await request.read())
         infer_request = request_from_json(info["model"], info.get("version", ""), body)
         outcome = await self._dp.infer(infer_request, tenant=DEFAULT_TENANT)
         return self._json(response_to_json(outcome.payload), cache=outcome.cache)
@@ -203,18 +243,42 @@ class AdminFront:
     backend /v1/pools (GET: instances and knobs; PATCH /v1/pools/{model}: change Knative knobs at run time).
     """
 
-    def __init__(self, dataplane: GatewayDataPlane, region: str, backend: Any = None) -> None:
+    def __init__(
+        self, dataplane: GatewayDataPlane, region: str, backend: Any = None, middlewares: Sequence[Any] = ()
+    ) -> None:
         self._dp = dataplane
         self._region = region
         self._backend = backend
         self.draining = False
-        self.app = web.Application()
+        self.app = web.Application(middlewares=list(middlewares))
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         if hasattr(backend, "update"):
             self.app.router.add_get("/v1/pools", self.pools)
             self.app.router.add_patch("/v1/pools/{model}", self.update_pool)
+        self.app.router.add_get("/v1/fault", self.fault)
+        self.app.router.add_put("/v1/fault", self.set_fault)
+        self.app.router.add_delete("/v1/fault", self.clear_fault)
+
+    # Drills make a region slow through these: {"delay_ms": N} delays every inference it serves.
+    async def fault(self, request: web.Request) -> web.Response:
+        return web.json_response({"region": self._region, "delay_ms": self._dp.fault_delay * 1000})
+
+    async def set_fault(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as exc:
+            return web.json_response({"error": f"body is not valid JSON: {exc}"}, status=400)
+        delay = body.get("delay_ms") if isinstance(body, dict) else None
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 60_000:
+            return web.json_response({"error": 'body must be {"delay_ms": N} with 0 <= N <= 60000'}, status=400)
+        self._dp.fault_delay = delay / 1000
+        return await self.fault(request)
+
+    async def clear_fault(self, request: web.Request) -> web.Response:
+        self._dp.fault_delay = 0.0
+        return await self.fault(request)
 
     async def pools(self, request: web.Request) -> web.Response:
         return web.json_response({"region": self._region, "pools": self._backend.status()})

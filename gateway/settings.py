@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,8 +22,18 @@ def parse_route(text: str) -> tuple[str, list[str]]:
     return model.strip(), endpoints
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGEINFER_GATEWAY_", extra="forbid")
+    # Errors never echo the input: it may hold the admin token or a Redis password.
+    model_config = SettingsConfigDict(env_prefix="EDGEINFER_GATEWAY_", extra="forbid", hide_input_in_errors=True)
 
     region: str = "local"
     host: str = "127.0.0.1"
@@ -41,6 +54,35 @@ class GatewaySettings(BaseSettings):
     redis_write_budget_ms: float = Field(default=50.0, gt=0)
     xfetch_beta: float = Field(default=1.0, ge=0)
     trace: str = "none"
+    # Security (docs/security.md): TLS on the fronts (mTLS with a client CA), TLS to the functions,
+    # API keys → tenants, and the admin port's address and token.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    function_tls_ca: Path | None = None
+    function_tls_cert: Path | None = None
+    function_tls_key: Path | None = None
+    function_tls_server_name: str | None = None
+    api_keys: Path | None = None
+    admin_host: str = "127.0.0.1"
+    admin_token: SecretStr | None = None
+
+    @property
+    def function_tls(self) -> bool:
+        return self.function_tls_ca is not None or self.function_tls_cert is not None
+
+    @model_validator(mode="after")
+    def _security(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both, or neither for plaintext")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS runs over TLS")
+        if self.admin_port is not None and not is_loopback(self.admin_host) and self.admin_token is None:
+            raise ValueError(
+                f"--admin-host {self.admin_host} is not loopback: set an admin token "
+                "(--admin-token-file FILE or EDGEINFER_GATEWAY_ADMIN_TOKEN), or keep the default 127.0.0.1"
+            )
+        return self
 
     @field_validator("region")
     @classmethod

@@ -28,7 +28,10 @@ _UNARY: dict[str, tuple[type[Message], type[Message]]] = {
 
 
 def decode_error(message_type: type[Message]) -> str:
-    return f"request is not a valid {message_type.DESCRIPTOR.full_name}: the protobuf is truncated or malformed"
+    return (
+        f"request is not a valid {message_type.DESCRIPTOR.full_name}: the protobuf is truncated or malformed, "
+        "or a string field (a name, datatype or id) is not valid UTF-8"
+    )
 
 
 def _unary(method: Callable[[Any, Any], Awaitable[Any]], request_type: type[Message]) -> Callable[..., Any]:

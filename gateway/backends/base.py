@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -17,6 +17,7 @@ from edgeinfer.protocol.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from edgeinfer.tls import ClientTLS
 
 Metadata = Sequence[tuple[str, str]]
 
@@ -71,17 +72,20 @@ class Backend(Protocol):
 class FunctionEndpoint:
     """A channel to one function process, counting its outstanding requests."""
 
-    def __init__(self, address: str, max_message_bytes: int) -> None:
+    def __init__(self, address: str, max_message_bytes: int, tls: ClientTLS | None = None) -> None:
         self.address = address
         self.outstanding = 0
-        self.channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.enable_retries", 0),  # the backend decides about retries
-            ],
-        )
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.enable_retries", 0),  # the backend decides about retries
+        ]
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(
+                address, tls.grpc_credentials(), options=options + tls.channel_options()
+            )
         self._infer = self.channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
         )

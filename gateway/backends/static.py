@@ -15,19 +15,25 @@ import grpc
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
+from edgeinfer.tls import ClientTLS
 from gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
 
 T = TypeVar("T")
 
 
 class StaticBackend:
-    def __init__(self, routes: Mapping[str, Sequence[str]], max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Sequence[str]],
+        max_message_bytes: int = 64 * 1024 * 1024,
+        tls: ClientTLS | None = None,
+    ) -> None:
         # One channel per address, shared by the models it serves.
         self._endpoints: dict[str, FunctionEndpoint] = {}
         self._routes: dict[str, list[FunctionEndpoint]] = {}
         for model, addresses in routes.items():
             self._routes[model] = [
-                self._endpoints.setdefault(a, FunctionEndpoint(a, max_message_bytes)) for a in addresses
+                self._endpoints.setdefault(a, FunctionEndpoint(a, max_message_bytes, tls)) for a in addresses
             ]
         self._tiebreak = itertools.count()
 

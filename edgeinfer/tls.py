@@ -1,0 +1,140 @@
+"""TLS and mutual TLS material, loaded once at start-up for gRPC servers, channels and aiohttp sites.
+
+Shared by the gateway and the functions (which may depend only on `edgeinfer`).
+Files are read and checked here, so a missing file, a key that does not match
+its certificate, or a CA that is not PEM fails the start with one line naming
+the flag, instead of a handshake error on the first request.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+
+class TLSConfigError(ValueError):
+    """A TLS flag points at a file that is missing or unusable."""
+
+
+def _read(path: Path, flag: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TLSConfigError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    if b"-----BEGIN " not in data:
+        raise TLSConfigError(f"{flag} {path}: not a PEM file (expected a '-----BEGIN ...' block)")
+    return data
+
+
+def _check_pair(cert: Path, key: Path, cert_flag: str, key_flag: str) -> None:
+    """Fail now, with the flags' names, if the key does not belong to the certificate."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise TLSConfigError(
+            f"{cert_flag} {cert} and {key_flag} {key} do not form a usable pair: {exc.reason or exc}"
+        ) from None
+
+
+def _check_ca(ca: Path, flag: str) -> None:
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(ca))
+    except ssl.SSLError as exc:
+        raise TLSConfigError(f"{flag} {ca}: not a usable CA bundle: {exc.reason or exc}") from None
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """A server's certificate and key; with `client_ca`, clients must present a certificate it signed (mTLS)."""
+
+    cert_chain: bytes
+    private_key: bytes
+    cert_path: Path
+    key_path: Path
+    client_ca: bytes | None = None
+    client_ca_path: Path | None = None
+
+    @classmethod
+    def load(
+        cls,
+        cert: Path,
+        key: Path,
+        client_ca: Path | None = None,
+        *,
+        flags: tuple[str, str, str] = ("--tls-cert", "--tls-key", "--tls-client-ca"),
+    ) -> ServerTLS:
+        cert_flag, key_flag, ca_flag = flags
+        cert_chain, private_key = _read(cert, cert_flag), _read(key, key_flag)
+        _check_pair(cert, key, cert_flag, key_flag)
+        ca = None
+        if client_ca is not None:
+            ca = _read(client_ca, ca_flag)
+            _check_ca(client_ca, ca_flag)
+        return cls(cert_chain, private_key, cert, key, ca, client_ca)
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.mutual,
+        )
+
+    def ssl_context(self, *, mutual: bool | None = None) -> ssl.SSLContext:
+        """A server-side context for aiohttp; `mutual=False` drops the client-certificate demand."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_path, self.key_path)
+        if self.client_ca_path is not None and mutual is not False:
+            context.load_verify_locations(cafile=str(self.client_ca_path))
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """How a client verifies a server (`ca`; None: the system roots) and, for mTLS, proves who it is."""
+
+    ca: bytes | None = None
+    cert_chain: bytes | None = None
+    private_key: bytes | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
+        server_name: str | None = None,
+        *,
+        flags: tuple[str, str, str] = ("--function-tls-ca", "--function-tls-cert", "--function-tls-key"),
+    ) -> ClientTLS:
+        ca_flag, cert_flag, key_flag = flags
+        if (cert is None) != (key is None):
+            raise TLSConfigError(f"{cert_flag} and {key_flag} go together: give both for mutual TLS, or neither")
+        ca_bytes = None
+        if ca is not None:
+            ca_bytes = _read(ca, ca_flag)
+            _check_ca(ca, ca_flag)
+        cert_chain = private_key = None
+        if cert is not None and key is not None:
+            cert_chain, private_key = _read(cert, cert_flag), _read(key, key_flag)
+            _check_pair(cert, key, cert_flag, key_flag)
+        return cls(ca_bytes, cert_chain, private_key, server_name)
+
+    def grpc_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.private_key, certificate_chain=self.cert_chain
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """Check the server's certificate against this name rather than the dialled address."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []

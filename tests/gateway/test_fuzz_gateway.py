@@ -1,0 +1,115 @@
+"""Property-based fuzzing of a real gateway's gRPC and REST fronts (a real function behind it).
+
+Each hostile case gets its status code and a message; after every one both
+processes are still up and a normal request is served on both fronts; the
+gateway's memory stays bounded. More examples per case:
+EDGEINFER_FUZZ_EXAMPLES=2000 (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import hostile
+import pytest
+from hypothesis import given
+from procs import Proc, start_function, start_gateway
+
+RSS_GROWTH_LIMIT = 96 * 1024 * 1024
+L1_BYTES = 4 * 1024 * 1024
+
+
+class Stack:
+    def __init__(self, gateway: Proc, function: Proc, addresses: dict[str, str]) -> None:
+        self.gateway = gateway
+        self.function = function
+        self.rest_port = int(addresses["rest"].rsplit(":", 1)[1])
+        self.channel = grpc.insecure_channel(addresses["grpc"])
+        self.call: Callable[..., bytes] = hostile.raw_infer(self.channel)
+        hostile.assert_good_request_served(self.call)
+        self.assert_rest_served()
+        self.rss_after_warm_up = hostile.rss_bytes(gateway.pid)
+
+    def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        """One POST on a fresh connection (a refused body may close it); the status and the JSON answer."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=hostile.ANSWER_WITHIN_S)
+        try:
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    def assert_rest_served(self) -> None:
+        body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 30], "data": [0.1] * 60}]})
+        status, reply = self.post("/v2/models/fraud/infer", body.encode())
+        assert status == 200, reply
+        assert reply["outputs"][0]["shape"][0] == 2
+
+    def assert_alive(self, kind: str) -> None:
+        for proc in (self.gateway, self.function):
+            assert proc.popen.poll() is None, f"{proc.argv[3]} died on {kind}:\n{proc.output()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    repo = hostile.write_fuzz_repo(tmp_path_factory.mktemp("fuzz-repo"))
+    logs = tmp_path_factory.mktemp("fuzz-logs")
+    limit = ("--max-message-bytes", str(hostile.MAX_MESSAGE_BYTES))
+    function, address = start_function(repo, logs, *limit)
+    routes = {model: [address] for model in ("fraud", "ranker", "echo_text")}
+    try:
+        gateway, addresses = start_gateway(logs, routes, *limit, "--l1-max-bytes", str(L1_BYTES), rest=True)
+    except BaseException:
+        function.stop()
+        raise
+    stack = Stack(gateway, function, addresses)
+    yield stack
+    stack.channel.close()
+    gateway.stop()
+    function.stop()
+
+
+@pytest.mark.parametrize("case", sorted(hostile.GRPC_CASES))
+def test_grpc_hostile_input(stack: Stack, case: str) -> None:
+    @hostile.fuzz_settings(case)
+    @given(hostile.GRPC_CASES[case])
+    def run(example: hostile.Hostile) -> None:
+        code, message = hostile.answer(stack.call, example.payload)
+        hostile.TALLY.add("gateway gRPC", case, code)
+        hostile.judge(code, message, example.codes, example.says, hostile.OK)
+        stack.assert_alive(example.kind)
+        hostile.assert_good_request_served(stack.call)
+
+    run()
+
+
+@pytest.mark.parametrize("case", sorted(hostile.REST_CASES))
+def test_rest_hostile_input(stack: Stack, case: str) -> None:
+    @hostile.fuzz_settings(case)
+    @given(hostile.REST_CASES[case])
+    def run(example: hostile.HostileBody) -> None:
+        status, reply = stack.post(f"/v2/models/{example.model}/infer", example.body)
+        message = reply.get("error", "") if isinstance(reply, dict) else ""
+        hostile.TALLY.add("gateway REST", case, status)
+        hostile.judge(status, message, example.statuses, example.says, 200)
+        stack.assert_alive(example.kind)
+        stack.assert_rest_served()
+
+    run()
+
+
+def test_memory_bounded_and_no_unexpected_errors(stack: Stack) -> None:
+    """Run last in this module: after every case above, memory has not run away and nothing was INTERNAL."""
+    hostile.assert_good_request_served(stack.call)
+    stack.assert_rest_served()
+    growth = hostile.rss_bytes(stack.gateway.pid) - stack.rss_after_warm_up
+    assert growth < RSS_GROWTH_LIMIT, f"the gateway's resident memory grew {growth / 2**20:.0f} MiB over the fuzz run"
+    for proc in (stack.gateway, stack.function):
+        log = proc.output()
+        assert "unexpected error" not in log and "Traceback" not in log, log[-5000:]
+    hostile.TALLY.write(("gateway gRPC", "gateway REST"), rss_growth_mib=round(growth / 2**20, 1))
