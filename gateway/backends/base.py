@@ -70,9 +70,12 @@ class Backend(Protocol):
 
 
 class FunctionEndpoint:
-    """A channel to one function process, counting its outstanding requests."""
+    """A channel to one function (a process, or a Knative Service behind an ingress), counting its outstanding
+    requests. `authority` overrides the :authority an ingress routes by (Knative's Host-based routing)."""
 
-    def __init__(self, address: str, max_message_bytes: int, tls: ClientTLS | None = None) -> None:
+    def __init__(
+        self, address: str, max_message_bytes: int, tls: ClientTLS | None = None, authority: str | None = None
+    ) -> None:
         self.address = address
         self.outstanding = 0
         options: list[tuple[str, Any]] = [
@@ -80,6 +83,8 @@ class FunctionEndpoint:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 0),  # the backend decides about retries
         ]
+        if authority is not None:
+            options.append(("grpc.default_authority", authority))
         if tls is None:
             self.channel = grpc.aio.insecure_channel(address, options=options)
         else:

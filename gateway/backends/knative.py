@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
-from gateway.backends.base import BackendError, Metadata, error_from_rpc
+from gateway.backends.base import BackendError, FunctionEndpoint, Metadata, error_from_rpc
 from knative.names import cluster_local_host, external_host
 
 T = TypeVar("T")
@@ -67,62 +67,26 @@ def knative_routes(
     return routes
 
 
-class ServiceEndpoint:
-    """A channel to one Knative Service, with the authority its route answers to."""
-
-    def __init__(self, route: KnativeRoute, max_message_bytes: int) -> None:
-        self.route = route
-        self.outstanding = 0
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 0),  # the backend decides about retries
-            ("grpc.default_authority", route.authority),
-        ]
-        self.channel = grpc.aio.insecure_channel(route.target, options=options)
-        self._infer = self.channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
-        )
-        self._metadata = self.channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelMetadata",
-            request_serializer=pb.ModelMetadataRequest.SerializeToString,
-            response_deserializer=pb.ModelMetadataResponse.FromString,
-        )
-
-    async def infer(self, request: bytes, timeout: float, metadata: Metadata) -> bytes:
-        self.outstanding += 1
-        try:
-            reply: bytes = await self._infer(request, timeout=timeout, metadata=metadata or None)
-            return reply
-        finally:
-            self.outstanding -= 1
-
-    async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
-        reply: pb.ModelMetadataResponse = await self._metadata(
-            pb.ModelMetadataRequest(name=model, version=version), timeout=timeout
-        )
-        return reply
-
-    async def close(self) -> None:
-        await self.channel.close(grace=None)
-
-
 class KnativeBackend:
     def __init__(self, routes: Mapping[str, KnativeRoute], max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        self._endpoints = {model: ServiceEndpoint(route, max_message_bytes) for model, route in routes.items()}
+        self._routes = dict(routes)
+        self._endpoints = {
+            model: FunctionEndpoint(route.target, max_message_bytes, authority=route.authority)
+            for model, route in routes.items()
+        }
 
     def models(self) -> list[str]:
         return sorted(self._endpoints)
 
-    def _endpoint(self, model: str) -> ServiceEndpoint:
+    def _endpoint(self, model: str) -> FunctionEndpoint:
         endpoint = self._endpoints.get(model)
         if endpoint is None:
             known = ", ".join(self.models()) or "(none)"
             raise ModelNotFound(f"unknown model '{model}'; this gateway routes to Knative Services of: {known}")
         return endpoint
 
-    def _error(self, error: grpc.aio.AioRpcError, endpoint: ServiceEndpoint) -> BackendError:
-        route = endpoint.route
+    def _error(self, error: grpc.aio.AioRpcError, model: str) -> BackendError:
+        route = self._routes[model]
         if error.code() == grpc.StatusCode.UNIMPLEMENTED:
             # An ingress answers a host it has no route for with 404, which gRPC reads as UNIMPLEMENTED; the
             # function itself implements every call the gateway makes.
@@ -134,7 +98,7 @@ class KnativeBackend:
             )
         return error_from_rpc(error, route.description, route.model)
 
-    async def _call(self, model: str, timeout: float, call: Callable[[ServiceEndpoint, float], Awaitable[T]]) -> T:
+    async def _call(self, model: str, timeout: float, call: Callable[[FunctionEndpoint, float], Awaitable[T]]) -> T:
         endpoint = self._endpoint(model)
         deadline = time.monotonic() + timeout
         for attempt in range(2):
@@ -144,7 +108,7 @@ class KnativeBackend:
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE and attempt == 0:
                     continue
-                raise self._error(error, endpoint) from None
+                raise self._error(error, model) from None
         raise AssertionError("unreachable")
 
     async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
