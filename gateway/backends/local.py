@@ -45,6 +45,12 @@ MAX_RETRIES = 3
 COLD_START_HISTORY = 20  # recent cold starts kept for admission decisions
 
 
+def _refused(error: grpc.aio.AioRpcError) -> bool:
+    """gRPC's words for a peer that no longer listens (refused, reset while connecting)."""
+    details = error.details() or ""
+    return "failed to connect" in details or "Connection refused" in details
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the gateway dies, so no function outlives it (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -57,7 +63,7 @@ class Instance:
     process: asyncio.subprocess.Process
     spawned_at: float
     log_path: Path
-    state: str = "starting"  # starting → ready → draining → gone
+    state: str = "starting"  # starting → ready → draining → gone; "lost": refuses connections, exit not seen yet
     endpoint: FunctionEndpoint | None = None
     ready_at: float | None = None
     inflight: int = 0
@@ -379,8 +385,9 @@ class ModelPool:
                     retryable = error.code() == grpc.StatusCode.UNAVAILABLE and retries < MAX_RETRIES
                     if retryable and deadline > time.monotonic():
                         retries += 1  # the instance died or is draining: another one takes the request
-                        if instance.state == "ready" and instance.process.returncode is not None:
-                            instance.state = "draining"
+                        if instance.state == "ready" and (instance.process.returncode is not None or _refused(error)):
+                            # Refused connections mean it is gone, even before its exit is noticed (then: a crash).
+                            instance.state = "lost"
                         continue
                     raise error_from_rpc(error, instance.endpoint.address, self.model) from None
                 finally:
