@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--burst-target", type=float, default=0.0005,
                         help="tuner: share of requests that may outrun warm capacity during a reaction time")
+    parser.add_argument("--cold-price", type=float, default=TunerSettings().cold_price,
+                        help="tuner: cold-start waits an hour that one more warm instance must save (default 2)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the comparison, per region-hour, as JSON")
     parser.add_argument("--plot", type=Path, help="write a PNG of p99 per region-hour and the totals")
@@ -143,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         history = read_trace(args.history) if args.history else None
         profiles = model_profiles(trace, args.profile, args.engine_cached)
         tuner_settings = TunerSettings(slo_ms=args.slo_ms, gateway_ms=args.gateway_ms, network_ms=args.network_ms,
-                                       max_instances=args.max_instances, burst_target=args.burst_target)  # fmt: skip
+                                       max_instances=args.max_instances, burst_target=args.burst_target,
+                                       cold_price=args.cold_price)  # fmt: skip
         network = args.network_ms if args.sim_network_ms is None else args.sim_network_ms
         sim_settings = SimSettings(network_s=network / 1000, gateway_s=args.sim_gateway_ms / 1000,
                                    max_instances=args.max_instances, seed=args.seed)  # fmt: skip

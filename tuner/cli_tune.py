@@ -3,13 +3,15 @@
 It measures each region's miss-request rate (function calls) over --sample-s from the gateway's /metrics, the
 service time (function call seconds) and cold starts (spawn-to-ready histogram), forecasts the next slot (from
 --history if given, else the measured rate with a burst allowance), and prints min-scale per model with its
-reasons. --apply sets it (the local pool's PATCH /v1/pools/<model>, or Knative annotations with
---backend knative); --watch does it again every --interval seconds until Ctrl-C.
+reasons. --apply sets it (the local pool's PATCH /v1/pools/<model>, or with --backend knative a merge patch of
+the Services' annotations through the knative package's client); --watch does it again every --interval seconds
+until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -39,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply", action="store_true", help="set the plan through the backend")
     parser.add_argument("--backend", choices=("local", "knative"), default="local")
     parser.add_argument("--namespace", default="default", help="with --backend knative: the Services' namespace")
-    parser.add_argument("--dry-run", action="store_true", help="with --backend knative: print kubectl, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --backend knative: print each Service's patch, send nothing")  # fmt: skip
+    parser.add_argument("--kubeconfig", help="with --backend knative: kubeconfig file (default: $KUBECONFIG, ~/.kube)")
     parser.add_argument("--watch", action="store_true", help="plan (and apply) again every --interval seconds")
     parser.add_argument("--interval", type=float, default=60.0)
 
@@ -108,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         local = LocalPoolApplier({n: str(a) for n, a in admin.items()})
         applier: KnobApplier = local
         if args.backend == "knative":
-            applier = KnativeApplier({r.name: r.kube_context for r in topology.regions}, args.namespace, args.dry_run)
+            applier = KnativeApplier({r.name: r.kube_context for r in topology.regions}, args.namespace, args.dry_run,
+                                     args.kubeconfig)  # fmt: skip
         history: dict[tuple[str, str], DemandModel] = {}
         if args.history:
             past = read_trace(args.history)
@@ -141,7 +146,11 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{decision.reason}{change}", flush=True)
                     if args.apply and current != decision.min_scale:
                         applier.apply(region, decision.model, {"min-scale": decision.min_scale})
-                        print(f"  applied min-scale {decision.min_scale} to {region}/{decision.model}", flush=True)
+                        if isinstance(applier, KnativeApplier) and applier.dry_run:
+                            _, service, patch = applier.patches[-1]
+                            print(f"  would patch Service {service} in {region}: {json.dumps(patch)}", flush=True)
+                        else:
+                            print(f"  applied min-scale {decision.min_scale} to {region}/{decision.model}", flush=True)
             if not args.watch:
                 return 0
             time.sleep(args.interval)

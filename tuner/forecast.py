@@ -131,6 +131,26 @@ class DemandModel:
         """Share of requests meeting demand beyond a warm floor of `headroom` × the forecast (learned)."""
         return float(np.interp(headroom, self._burst_grid, self._burst_exposure, right=0.0))
 
+    def _level(self, counts: np.ndarray, expected: np.ndarray, weights: np.ndarray, bin_s: float) -> float:
+        """How far recent demand runs above the profile: the EWMA-weighted median of the minutes' ratios where
+        minutes hold enough requests, so a burst of a minute or two (which the burst allowance covers) does not
+        raise the next slots' level; else the ratio of the weighted sums, with a prior of a few requests."""
+        per_minute = max(1, round(self.hour_s / 60.0 / bin_s))
+        n = len(counts) // per_minute * per_minute
+        if n:
+            tail = len(counts) - n  # whole minutes, the newest kept
+            observed = counts[tail:].reshape(-1, per_minute).sum(axis=1)
+            wanted = expected[tail:].reshape(-1, per_minute).sum(axis=1)
+            weight = weights[tail:].reshape(-1, per_minute).mean(axis=1)
+            meaningful = wanted >= 5.0
+            if meaningful.sum() >= 10:
+                ratio, weight = observed[meaningful] / wanted[meaningful], weight[meaningful]
+                order = np.argsort(ratio)
+                cumulative = np.cumsum(weight[order])
+                return float(ratio[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+        prior = 2.0  # pseudo-requests: a few stray requests do not double a quiet pool's forecast
+        return float(((weights * counts).sum() + prior) / ((weights * expected).sum() + prior))
+
     def forecast(self, start: float, end: float, recent: tuple[np.ndarray, float, float] | None = None,
                  halflife_s: float = 1800.0) -> SlotForecast:  # fmt: skip
         """Forecast for trace times [start, end), this model's clock starting where the history's did.
@@ -145,10 +165,8 @@ class DemandModel:
             counts, bin_s, t0 = recent
             centres = t0 + (np.arange(len(counts)) + 0.5) * bin_s
             weights = 0.5 ** ((start - centres) / halflife_s)
-            observed = float((weights * counts).sum())
-            wanted = float((weights * self.rate_at(centres) * bin_s).sum())
-            prior = 2.0  # pseudo-requests: a few stray requests do not double a quiet pool's forecast
-            level = min(2.0, max(0.5, (observed + prior) / (wanted + prior)))
+            level = min(2.0, max(0.5, self._level(np.asarray(counts, dtype=np.float64),
+                                                  self.rate_at(centres) * bin_s, weights, bin_s)))  # fmt: skip
         mean = base * level
         hours = ((self.clock_how + grid / self.hour_s) % 24).astype(np.int64)
         slot_hours = (end - start) / self.hour_s

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -108,43 +106,86 @@ class LocalPoolApplier:
 
 
 class KnativeApplier:
-    """Knative Serving: a merge patch of the Service's revision-template annotations
-    (`autoscaling.knative.dev/<knob>`), through kubectl with the region's kube_context.
+    """Knative Serving: a JSON merge patch of each Service's revision-template annotations
+    (`autoscaling.knative.dev/<knob>`), through the `knative` package's client for the region's kube_context.
 
-    TODO(knative/): switch to the knative package's client once it lands; this uses kubectl directly.
+    A merge patch, not a server-side apply: an apply by edgeinfer's field manager that named only the annotations
+    would drop every other field `edgeinfer deploy` applied. Each change makes a new revision, as in Knative.
     """
 
-    def __init__(self, contexts: dict[str, str | None], namespace: str = "default", dry_run: bool = False) -> None:
+    def __init__(self, contexts: dict[str, str | None], namespace: str = "default", dry_run: bool = False,
+                 kubeconfig: str | None = None, request_timeout: float = 10.0) -> None:  # fmt: skip
         self.contexts = contexts
         self.namespace = namespace
         self.dry_run = dry_run
-        self.commands: list[list[str]] = []
+        self.kubeconfig = kubeconfig
+        self.request_timeout = request_timeout
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []  # (region, Service, patch), for --dry-run
+        self._clusters: dict[str, Any] = {}
 
-    def _kubectl(self, region: str) -> list[str]:
-        context = self.contexts.get(region)
-        if not context:
-            raise LiveError(f"region {region}: no kube_context in the topology; set regions[].kube_context")
-        binary = shutil.which("kubectl") or "kubectl"
-        return [binary, "--context", context, "-n", self.namespace]
+    def _cluster(self, region: str) -> Any:
+        from knative.deployer import ClusterError, connect
+
+        if region not in self._clusters:
+            context = self.contexts.get(region)
+            if not context:
+                raise LiveError(f"region {region}: no kube_context in the topology; set regions[].kube_context")
+            try:
+                self._clusters[region] = connect(region, context, self.kubeconfig, self.request_timeout)
+            except ClusterError as exc:
+                raise LiveError(str(exc)) from None
+        return self._clusters[region]
 
     def current(self, region: str, model: str) -> dict[str, Any]:
+        from knative.deployer import ClusterError
+        from knative.names import service_name
+
         if self.dry_run:
             return {}
-        out = subprocess.run([*self._kubectl(region), "get", "ksvc", model, "-o", "json"], capture_output=True,
-                             text=True, timeout=30, check=False)  # fmt: skip
-        if out.returncode != 0:
-            raise LiveError(f"region {region}: kubectl get ksvc {model}: {out.stderr.strip()}")
-        annotations = json.loads(out.stdout)["spec"]["template"]["metadata"].get("annotations", {})
+        try:
+            service = self._cluster(region).get(service_name(model), self.namespace)
+        except ClusterError as exc:
+            raise LiveError(str(exc)) from None
+        if service is None:
+            raise LiveError(
+                f"region {region}: no Knative Service for model '{model}' in namespace '{self.namespace}'; "
+                f"deploy it first (edgeinfer deploy {model} --region {region})"
+            )
+        annotations = service["spec"]["template"].get("metadata", {}).get("annotations", {}) or {}
         prefix = "autoscaling.knative.dev/"
         return {k[len(prefix) :]: v for k, v in annotations.items() if k.startswith(prefix)}
 
     def apply(self, region: str, model: str, changes: dict[str, Any]) -> None:
-        annotations = {f"autoscaling.knative.dev/{k}": str(v) for k, v in changes.items()}
+        import urllib3
+        from kubernetes import client as k8s
+        from kubernetes.client.exceptions import ApiException
+
+        from knative import names
+        from knative.names import service_name
+
+        name = service_name(model)
+        annotations = {f"autoscaling.knative.dev/{k}": _annotation(k, v) for k, v in changes.items()}
         patch = {"spec": {"template": {"metadata": {"annotations": annotations}}}}
-        command = [*self._kubectl(region), "patch", "ksvc", model, "--type", "merge", "-p", json.dumps(patch)]
-        self.commands.append(command)
+        self.patches.append((region, name, patch))
         if self.dry_run:
             return
-        out = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        if out.returncode != 0:
-            raise LiveError(f"region {region}: kubectl patch ksvc {model}: {out.stderr.strip()}")
+        cluster = self._cluster(region)
+        try:
+            k8s.CustomObjectsApi(cluster.api).patch_namespaced_custom_object(
+                names.GROUP, names.VERSION, self.namespace, names.PLURAL, name, patch,
+                _content_type="application/merge-patch+json", _request_timeout=self.request_timeout,
+            )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise LiveError(str(cluster.explain(exc, "patch", name, self.namespace))) from None
+
+
+DURATION_KNOBS = frozenset({"window", "scale-down-delay", "scale-to-zero-pod-retention-period"})
+
+
+def _annotation(knob: str, value: Any) -> str:
+    """Knative's annotation text, as `edgeinfer deploy` writes it: durations as Go durations ("30s")."""
+    from knative.manifest import duration_text, number_text
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return duration_text(value) if knob in DURATION_KNOBS else number_text(value)
+    return str(value)

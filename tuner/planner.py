@@ -3,9 +3,10 @@
 For each pool and slot the planner takes the larger of
 - warm path: the fewest instances whose M/G/c tail P(response > budget) stays under `target` at the slot's upper
   rate (forecast × burst allowance), where budget = SLO − gateway share − network share;
-- bursts: the fewest instances whose capacity at the SLO keeps the share of requests that outrun both the warm
-  floor and the reactive autoscaler during one reaction time (KPA tick + panic window + cold start p99) under
-  `burst_target` (learned from history),
+- bursts (learned from history, see `burst_instances`): requests that outrun both the warm floor and the
+  reactive autoscaler during one reaction time (a KPA tick, then one cold start). A p99 guard keeps their share
+  beyond the warm capacity at the SLO under `burst_target`; a price rule adds warm instances while each saves at
+  least `cold_price` cold-start waits an hour,
 and keeps that many warm when it is two or more. One warm instance is kept only where it pays: where the pool,
 left at min-scale 0, would make more than `cold_price` requests an hour wait on a cold start, or where the
 region's requests waiting on cold starts would exceed `cold_budget` of its traffic.
@@ -34,7 +35,6 @@ class TunerSettings:
     cold_budget: float = 0.002  # share of a region's requests that may wait on a cold start
     cold_price: float = 2.0  # cold-start waits an hour that justify one warm instance
     kpa_tick_s: float = 2.0
-    panic_window_s: float = 6.0
     max_instances: int = 64
 
     def __post_init__(self) -> None:
@@ -52,7 +52,11 @@ class TunerSettings:
         return (self.slo_ms - self.gateway_ms - self.network_ms) / 1000.0
 
     def reaction_s(self, profile: ModelProfile) -> float:
-        return self.kpa_tick_s + self.panic_window_s + profile.cold_start.quantile(0.99)
+        """From a burst's onset to new capacity: the KPA's panic mode acts at the next tick (queued requests raise
+        the concurrency at once, so the panic average crosses its threshold within a tick or two), then one cold
+        start, its mean (panic starts at least as many instances as are ready, and the first ready ends the
+        outrun, so this is on the long side)."""
+        return self.kpa_tick_s + profile.cold_start.mean()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,53 @@ class Decision:
 @functools.lru_cache(maxsize=256)
 def _capacities(profile: ModelProfile, budget_s: float, target: float, limit: int) -> tuple[float, ...]:
     return tuple(capacity(profile, m, budget_s, target) for m in range(limit + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class BurstSizing:
+    instances: int  # the larger of the two below
+    for_tail: int  # the p99 guard: requests beyond the warm capacity at the SLO within burst_target
+    for_cold: int  # the price rule: one more would save fewer than cold_price cold-start waits an hour
+    waits_per_hour: float  # cold-start waits an hour still expected from bursts at `instances`
+    next_saves: float  # what one more instance would save, waits an hour
+
+    def describe(self, price: float) -> str:
+        if self.instances == 0:
+            return "0"
+        return (
+            f"{self.instances} (p99 guard {self.for_tail}; {self.waits_per_hour:.1f} cold waits/h left, "
+            f"one more saves {self.next_saves:.1f} < {price:g})"
+        )
+
+
+def burst_instances(
+    profile: ModelProfile, mean: float, burst_exposure: object, settings: TunerSettings, hour_s: float = 3600.0
+) -> BurstSizing:
+    """Warm instances for bursts that outrun the KPA during one reaction time, by two rules.
+
+    - p99 guard: the share of requests beyond the warm capacity at the SLO stays under burst_target.
+    - Price: requests beyond what the warm instances can serve at all (their full-batch throughput: a queue
+      builds, the KPA panics and the requests it strands ride the new instances) wait on a cold start. One more
+      warm instance is kept while it saves at least cold_price such waits an hour, the price at which a
+      scale-to-zero pool keeps one instance warm, so a wait costs the same in a popular pool and a rare one.
+    """
+    exposure = burst_exposure if callable(burst_exposure) else None
+    if mean <= 0 or exposure is None:
+        return BurstSizing(0, 0, 0, 0.0, 0.0)
+    limit = settings.max_instances
+    caps = _capacities(profile, settings.budget_s, settings.target, limit)
+    for_tail = next((m for m in range(1, limit + 1) if exposure(caps[m] / mean) <= settings.burst_target), limit)
+    full = profile.max_batch / profile.batch_seconds(profile.max_batch)  # requests/s one instance serves at most
+
+    def waits(m: int) -> float:
+        return float(exposure(full * m / mean)) * mean * hour_s
+
+    for_cold = 1
+    while for_cold < limit and waits(for_cold) - waits(for_cold + 1) >= settings.cold_price:
+        for_cold += 1
+    chosen = max(for_tail, for_cold)
+    saves = waits(chosen) - waits(chosen + 1) if chosen < limit else 0.0
+    return BurstSizing(chosen, for_tail, for_cold, waits(chosen), saves)
 
 
 def slot_label(start_s: float, end_s: float, hour_s: float, start_hour_of_week: float) -> str:
@@ -104,13 +155,8 @@ def decide_pool(
     mean, upper = forecast.mean_rps, max(forecast.upper_rps, forecast.mean_rps)
     path = instances_for(profile, upper, budget, settings.target, limit=limit) if upper > 0 else None
     warm_tail = path.instances if path is not None else 0
-    caps = _capacities(profile, budget, settings.target, limit)
-    warm_bursts = 0
-    exposure = burst_exposure if callable(burst_exposure) else (lambda _u: 0.0)
-    if mean > 0:
-        warm_bursts = next(
-            (m for m in range(1, limit + 1) if exposure(caps[m] / mean) <= settings.burst_target), limit
-        )
+    burst = burst_instances(profile, mean, burst_exposure, settings, hour_s)
+    warm_bursts = burst.instances
     active = max(warm_tail, warm_bursts)
     slot_hours = (end_s - start_s) / hour_s
     cold_rate = forecast.cold_waits_at_zero / max(slot_hours, 1e-9)
@@ -129,7 +175,8 @@ def decide_pool(
         tail = "no traffic"
     reason = (
         f"{region}/{model} {label}: forecast {mean:.2f} rps (p95 {upper:.2f}), {tail}; "
-        f"bursts within {settings.reaction_s(profile):.1f}s → {warm_bursts}{why} ⇒ min-scale {min_scale}"
+        f"bursts within {settings.reaction_s(profile):.1f}s → {burst.describe(settings.cold_price)}{why} "
+        f"⇒ min-scale {min_scale}"
     )
     return Decision(region, model, start_s, end_s, label, mean, upper, min_scale, warm_tail, warm_bursts,
                     forecast.cold_waits_at_zero, reason)  # fmt: skip

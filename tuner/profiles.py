@@ -54,6 +54,9 @@ class ColdStart:
         values = self.sample(np.random.default_rng(12345), samples)
         return float(np.quantile(values, q))
 
+    def mean(self, samples: int = 20_000) -> float:
+        return float(self.sample(np.random.default_rng(12345), samples).mean())
+
     def describe(self) -> str:
         text = f"p50 {self.fast.p50:.2f}s / p99 {self.fast.p99:.2f}s"
         if self.slow is not None and self.cached < 1.0:
