@@ -27,6 +27,9 @@ from edgeinfer.protocol.tensors import Array
 
 RunBatch = Callable[[Mapping[str, Array]], list[Array]]
 EWMA_WEIGHT = 0.2  # of the newest batch in the running estimate of the time per batch
+# Admit only work expected to finish within this share of the time left: the estimate is an average, and the
+# reply still has to be encoded and travel back inside the same deadline.
+ADMISSION_SHARE = 0.8
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
@@ -96,8 +99,10 @@ class DynamicBatcher:
         # Running batch tasks, referenced so they are not garbage-collected mid-flight.
         self._running: set[asyncio.Task[None]] = set()
         self._instance_count = max(1, instance_count)
-        # Seconds per batch, measured (EWMA); None until a batch has run: no admission decision before.
+        # Seconds between batch completions while there is work (EWMA): compute plus every hand-off, so the
+        # queue's drain rate as it really is. None until a batch has run: no admission decision before.
         self.batch_seconds: float | None = None
+        self._last_finish = 0.0
 
     @property
     def queued(self) -> int:
@@ -123,7 +128,7 @@ class DynamicBatcher:
             return None
         busy = len(self._running) >= self._instance_count
         batches = math.ceil((self._queued_rows + size) / self._max_batch) + (1 if busy else 0)
-        return batches * self.batch_seconds / self._instance_count
+        return batches * self.batch_seconds
 
     async def submit(self, inputs: Mapping[str, Array], size: int, deadline: float | None = None) -> list[Array]:
         """Queue one request of `size` rows; return its rows of every output. `deadline` (monotonic) turns on
@@ -135,7 +140,7 @@ class DynamicBatcher:
         if deadline is not None:
             expected = self.expected_seconds(size)
             left = deadline - time.monotonic()
-            if expected is not None and expected > left:
+            if expected is not None and expected > ADMISSION_SHARE * left:
                 raise ResourceExhausted(
                     f"model '{self._name}': cannot finish within the deadline ({expected * 1000:.0f} ms of work "
                     f"queued ahead, {max(0.0, left) * 1000:.0f} ms left); retry later or on another instance"
@@ -260,7 +265,10 @@ class DynamicBatcher:
                 p.future.set_exception(exc)
 
     def _deliver(self, batch: list[_Pending], outputs: list[Array], started: float) -> None:
-        took = time.monotonic() - started
+        finished = time.monotonic()
+        # Backlogged: the gap since the previous completion; idle before: since its first request arrived.
+        took = finished - max(self._last_finish, min(p.enqueued for p in batch))
+        self._last_finish = finished
         previous = self.batch_seconds
         self.batch_seconds = took if previous is None else previous + EWMA_WEIGHT * (took - previous)
         if self._on_batch is not None:

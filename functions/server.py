@@ -152,6 +152,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         trace_out.close()
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -164,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
+    # ONNX Runtime computes on worker threads without the GIL; when a batch ends the worker must win the GIL
+    # back from a busy event loop, which by default takes up to 5 ms: longer than a small batch's compute.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         asyncio.run(serve(args))
     except SystemExit as exc:
