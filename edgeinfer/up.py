@@ -406,9 +406,18 @@ class Stack:
         self.envoy_started = start_time(self.envoy.pid)
 
     def _wait_entry(self, progress: Progress, task: TaskID) -> None:
-        """Envoy's /ready, then an answered ServerReady through it (a region passed Envoy's health checks)."""
-        from regions.envoy_process import is_ready
+        """Envoy's /ready, every region healthy in Envoy's view (so the entry goes to the nearest one from the
+        first request), and an answered ServerReady through it."""
+        from regions.envoy_process import host_health, is_ready
         from regions.observe import server_ready
+
+        def all_healthy() -> bool:
+            try:
+                hosts = host_health(self.topology.envoy_admin).get("edge", {})
+            except (OSError, ValueError):
+                return False
+            wanted = {r.endpoints.grpc for r in self.regions}
+            return wanted <= hosts.keys() and all(hosts[h] == "healthy" for h in wanted)
 
         assert self.envoy is not None
         deadline = time.monotonic() + ENVOY_READY_S
@@ -417,7 +426,7 @@ class Stack:
             code = self.envoy.poll()
             if code is not None:
                 raise UpError(f"Envoy exited with {code}: {_tail(self.envoy_log)} (log: {self.envoy_log})")
-            if is_ready(self.topology.envoy_admin) and server_ready(self.entry, timeout=1.0)[0]:
+            if is_ready(self.topology.envoy_admin) and all_healthy() and server_ready(self.entry, timeout=1.0)[0]:
                 progress.update(task, completed=1, description=f"Envoy: entry ready on {self.entry}")
                 progress.refresh()
                 return
