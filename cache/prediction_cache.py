@@ -101,6 +101,14 @@ class PredictionCache:
                     l1_ttl = stored.ttl_seconds if stored.ttl_seconds is not None else self.promote_ttl_seconds
                     l1.put(key, entry.payload, l1_ttl, entry.compute_seconds)
                 return CacheHit(entry.payload, "redis", self._xfetch(remaining, entry.compute_seconds), remaining)
+            if l1 is not None:
+                # An identical request's call may have finished and filled L1 while Redis answered: without this
+                # look the caller would miss its single flight and call the function a second time.
+                item = l1.get(key)
+                if item is not None:
+                    self.counters.hits_l1 += 1
+                    remaining = item.expires_at - l1.clock()
+                    return CacheHit(item.payload, "l1", self._xfetch(remaining, item.compute_seconds), remaining)
         self.counters.misses += 1
         return None
 

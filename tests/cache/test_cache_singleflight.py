@@ -6,6 +6,10 @@ import asyncio
 
 import pytest
 
+from cache.l1 import L1Cache
+from cache.prediction_cache import PredictionCache
+from cache.redis_server import RedisServer
+from cache.redis_store import RedisStore
 from cache.singleflight import SingleFlight
 
 
@@ -127,3 +131,25 @@ def test_call_is_cancelled_when_every_waiter_leaves() -> None:
 
 async def _value() -> str:
     return "fresh"
+
+
+def test_a_flight_that_lands_while_redis_answers_is_seen_in_l1(redis_server: RedisServer) -> None:
+    """The race behind a second function call: L1 empty, the real Redis still to say "miss", and meanwhile an
+    identical request's flight stores its answer in L1. The lookup must return that answer, not a miss."""
+
+    async def scenario() -> None:
+        store = RedisStore(redis_server.url, key_prefix="race-test:")
+        cache = PredictionCache(l1=L1Cache(1 << 20), redis=store)
+        assert await cache.start()
+        key = b"k" * 32
+
+        async def other_flight_lands() -> None:
+            await asyncio.sleep(0)  # while the lookup below waits on Redis
+            assert cache.l1 is not None
+            cache.l1.put(key, b"answer", 60.0, 0.0)
+
+        hit, _ = await asyncio.gather(cache.get(key), other_flight_lands())
+        assert hit is not None and hit.payload == b"answer" and hit.tier == "l1"
+        await cache.close()
+
+    asyncio.run(scenario())

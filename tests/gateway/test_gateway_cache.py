@@ -189,7 +189,9 @@ def test_single_flight_makes_exactly_one_function_call(stack: dict[str, str]) ->
             return [r.parameters["cache_status"].string_param for r in replies]
 
     statuses = asyncio.run(hundred())
-    assert function_calls(stack, "ranker") == before + 1
+    assert function_calls(stack, "ranker") == before + 1, {
+        k: v for k, v in scrape_metrics(stack["function_metrics"]).items() if "ranker" in k and "requests" in k
+    }
     assert statuses.count("miss") == 1
     assert set(statuses) <= {"miss", "coalesced", "hit-l1"}
 
