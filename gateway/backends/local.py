@@ -112,6 +112,7 @@ class ModelPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()  # referenced until done
         self._closing = False
+        self._spawning = 0  # instances whose process is being created (not in self.instances yet)
         # As a Knative revision, the pool is Ready once it has reached its initial scale one time.
         self.initial_target = min(max(knobs.initial_scale, knobs.min_scale), max_instances)
         self.reached_initial = self.initial_target == 0
@@ -151,6 +152,7 @@ class ModelPool:
         number = next(self._ids)
         log_path = self._log_dir / f"{self.model}-{number}.log"
         log_file = log_path.open("ab")
+        self._spawning += 1  # counted as starting from now: a concurrent request must not start another
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -171,6 +173,7 @@ class ModelPool:
             )
         finally:
             log_file.close()
+            self._spawning -= 1
         instance = Instance(number, process, time.monotonic(), log_path)
         self.instances.append(instance)
         instance.watcher = asyncio.get_running_loop().create_task(self._watch(instance))
@@ -333,13 +336,14 @@ class ModelPool:
                 f"model '{self.model}' in {self.region}: {self.queued} requests already wait for an instance; "
                 "retry later"
             )
-        if self.count("starting") == 0 and self.count("ready") < self.max_instances:
-            wanted = max(self.knobs.activation_scale, 1) if self.count("ready") == 0 else 1
-            for _ in range(min(wanted, self.max_instances - self.count("ready"))):
-                await self._spawn()
-        self._admit_cold(deadline)
+        # The slot is taken before any await, so concurrent arrivals cannot all pass the bound at once.
         self.queued += 1
         try:
+            if self.count("starting") + self._spawning == 0 and self.count("ready") < self.max_instances:
+                wanted = max(self.knobs.activation_scale, 1) if self.count("ready") == 0 else 1
+                for _ in range(min(wanted, self.max_instances - self.count("ready"))):
+                    await self._spawn()
+            self._admit_cold(deadline)
             async with self._capacity:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -349,7 +353,10 @@ class ModelPool:
                     # with nothing ready or starting (a start crashed) the caller loops and starts one.
                     await asyncio.wait_for(
                         self._capacity.wait_for(
-                            lambda: self._pick() is not None or self.count("starting") + self.count("ready") == 0
+                            lambda: (
+                                self._pick() is not None
+                                or self.count("starting") + self.count("ready") + self._spawning == 0
+                            )
                         ),
                         remaining,
                     )
