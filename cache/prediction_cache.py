@@ -85,12 +85,9 @@ class PredictionCache:
     async def get(self, key: bytes) -> CacheHit | None:
         """A hit from the nearest tier, or None. Never raises; a Redis problem is a miss within its budget."""
         l1 = self.l1
-        if l1 is not None:
-            item = l1.get(key)
-            if item is not None:
-                self.counters.hits_l1 += 1
-                remaining = item.expires_at - l1.clock()
-                return CacheHit(item.payload, "l1", self._xfetch(remaining, item.compute_seconds), remaining)
+        hit = self._l1_hit(key)
+        if hit is not None:
+            return hit
         if self.redis is not None:
             stored = await self.redis.get(key)
             if stored is not None:
@@ -101,16 +98,22 @@ class PredictionCache:
                     l1_ttl = stored.ttl_seconds if stored.ttl_seconds is not None else self.promote_ttl_seconds
                     l1.put(key, entry.payload, l1_ttl, entry.compute_seconds)
                 return CacheHit(entry.payload, "redis", self._xfetch(remaining, entry.compute_seconds), remaining)
-            if l1 is not None:
-                # An identical request's call may have finished and filled L1 while Redis answered: without this
-                # look the caller would miss its single flight and call the function a second time.
-                item = l1.get(key)
-                if item is not None:
-                    self.counters.hits_l1 += 1
-                    remaining = item.expires_at - l1.clock()
-                    return CacheHit(item.payload, "l1", self._xfetch(remaining, item.compute_seconds), remaining)
+            # An identical request's call may have finished and filled L1 while Redis answered: without this
+            # look the caller would miss its single flight and call the function a second time.
+            hit = self._l1_hit(key)
+            if hit is not None:
+                return hit
         self.counters.misses += 1
         return None
+
+    def _l1_hit(self, key: bytes) -> CacheHit | None:
+        l1 = self.l1
+        item = l1.get(key) if l1 is not None else None
+        if l1 is None or item is None:
+            return None
+        self.counters.hits_l1 += 1
+        remaining = item.expires_at - l1.clock()
+        return CacheHit(item.payload, "l1", self._xfetch(remaining, item.compute_seconds), remaining)
 
     def put(self, key: bytes, payload: bytes, ttl_seconds: float, compute_seconds: float = 0.0) -> bool:
         """Cache `payload` for `ttl_seconds`; False if it was not stored anywhere. Never blocks, never raises.
