@@ -32,7 +32,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from edgeinfer.loadgen import BenchOptions, run_bench  # noqa: E402
+from edgeinfer.loadgen import BenchOptions  # noqa: E402
+from edgeinfer.loadgen.runner import BackgroundBench  # noqa: E402
 from edgeinfer.up import RegionProcesses, Stack  # noqa: E402
 from functions.examples import write_examples  # noqa: E402
 from regions.envoy_process import wait_ready  # noqa: E402
@@ -105,40 +106,20 @@ def run_fault(stack: Stack, name: str, fault: Fault, rps: float, phase: float) -
     """Load in a thread; the fault from this (main) thread, which outlives whatever it starts: a child's
     parent-death signal follows the thread that started it."""
     inject, undo = fault
-    begun = threading.Event()
-    start: list[float] = []
     marks: dict[str, float] = {}
-    outcome: list[Any] = []
-
-    def on_start(start_wall: float) -> None:
-        start.append(start_wall)
-        begun.set()
-
-    def load() -> None:
-        options = BenchOptions(
-            target=stack.entry, model="fraud", rate=rps, duration=phase, unique=True, record_events=True,
-            timeout_ms=2000,
-        )  # fmt: skip
-        try:
-            outcome.append(run_bench(options, on_start=on_start))
-        except BaseException as exc:
-            outcome.append(exc)
-            begun.set()
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    begun.wait()
-    if start:
-        time.sleep(max(0.0, start[0] + phase / 3 - time.time()))
+    options = BenchOptions(
+        target=stack.entry, model="fraud", rate=rps, duration=phase, unique=True, record_events=True, timeout_ms=2000
+    )
+    bench = BackgroundBench(options)
+    start = bench.start()
+    if start is not None:
+        time.sleep(max(0.0, start + phase / 3 - time.time()))
         inject()
-        marks["fault"] = time.time() - start[0]
-        time.sleep(max(0.0, start[0] + 2 * phase / 3 - time.time()))
+        marks["fault"] = time.time() - start
+        time.sleep(max(0.0, start + 2 * phase / 3 - time.time()))
         undo()
-        marks["undo"] = time.time() - start[0]
-    thread.join()
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    report = outcome[0]
+        marks["undo"] = time.time() - start
+    report = bench.result()
     statuses = Counter(e[2] for e in report.events)
     completed = statuses.pop("OK", 0)
     retryable = sum(n for code, n in statuses.items() if code in RETRYABLE)

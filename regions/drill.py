@@ -133,7 +133,8 @@ def _single_model_repo(source: Path, model: str, into: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeinfer.loadgen import BenchOptions, BenchReport, run_bench
+    from edgeinfer.loadgen import BenchOptions
+    from edgeinfer.loadgen.runner import BackgroundBench
     from edgeinfer.up import Stack, UpError
     from functions.examples import write_examples
     from functions.repository import RepositoryError, scan
@@ -214,12 +215,6 @@ def run(args: argparse.Namespace) -> int:
         "slow": (("slow", slow), ("fast", fast)),
     }
 
-    started = threading.Event()
-
-    def on_start(start_wall: float) -> None:
-        measured_start[0] = time.monotonic() + (start_wall - time.time()) + args.warmup
-        started.set()
-
     def wait_until(t: float) -> bool:
         while now() < t:
             if stack.stop.wait(min(0.01, max(0.0, t - now()))):
@@ -294,28 +289,19 @@ def run(args: argparse.Namespace) -> int:
             timeout_ms=args.timeout_ms,
             processes=1,
         )
-        # The load runs in a thread; faults are injected from this one, which outlives the processes it starts
-        # (a child's parent-death signal follows the thread that started it).
-        outcome: list[BenchReport | BaseException] = []
-
-        def load() -> None:
-            try:
-                outcome.append(run_bench(options, progress=True, on_start=on_start))
-            except BaseException as exc:
-                outcome.append(exc)
-                started.set()
-
-        bench = threading.Thread(target=load, name="drill-load", daemon=True)
-        bench.start()
-        started.wait()
-        if not outcome:
+        # The load runs in a thread; faults are injected from this one, which outlives the processes it starts.
+        bench = BackgroundBench(options, progress=True)
+        start_wall = bench.start()
+        if start_wall is not None:
+            measured_start[0] = time.monotonic() + (start_wall - time.time()) + args.warmup
             injector()
-        bench.join()
-        watch.stop()
-        if isinstance(outcome[0], BaseException):
-            console.print(f"edgeinfer drill: the load did not run: {outcome[0]}")
+        try:
+            report_data = bench.result()
+        except Exception as exc:
+            console.print(f"edgeinfer drill: the load did not run: {exc}")
             return 1
-        report_data = outcome[0]
+        finally:
+            watch.stop()
         events = [(e[0] - args.warmup, e[1], e[2], e[3]) for e in report_data.events]
         result = DrillResult(
             scenario=args.scenario,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
@@ -95,6 +96,45 @@ def _gather(
             del pending[index]
         tick()
     return values
+
+
+class BackgroundBench:
+    """`run_bench` in a thread, for a caller that acts on the system under load from its own thread (a fault
+    injector must: a child process's parent-death signal follows the thread that started it)."""
+
+    def __init__(self, options: BenchOptions, *, progress: bool = False) -> None:
+        self._options = options
+        self._progress = progress
+        self._started = threading.Event()
+        self._outcome: list[BenchReport | BaseException] = []
+        self.start_wall: float | None = None
+        self._thread = threading.Thread(target=self._run, name="bench", daemon=True)
+
+    def start(self) -> float | None:
+        """Start the load and wait until its common start (Unix time, warm-up included) is fixed; return it, or
+        None if the bench failed before starting (result() then raises why)."""
+        self._thread.start()
+        self._started.wait()
+        return self.start_wall
+
+    def result(self) -> BenchReport:
+        self._thread.join()
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _on_start(self, start_wall: float) -> None:
+        self.start_wall = start_wall
+        self._started.set()
+
+    def _run(self) -> None:
+        try:
+            self._outcome.append(run_bench(self._options, progress=self._progress, on_start=self._on_start))
+        except BaseException as exc:
+            self._outcome.append(exc)
+        finally:
+            self._started.set()
 
 
 def run_bench(
