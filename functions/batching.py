@@ -127,8 +127,11 @@ class DynamicBatcher:
         if self.batch_seconds is None:
             return None
         busy = len(self._running) >= self._instance_count
-        batches = math.ceil((self._queued_rows + size) / self._max_batch) + (1 if busy else 0)
-        return batches * self.batch_seconds
+        if self._max_batch > 1:
+            queued = math.ceil((self._queued_rows + size) / self._max_batch)
+        else:  # never joins: one batch per request, however many rows each carries
+            queued = len(self._queue) + 1
+        return (queued + (1 if busy else 0)) * self.batch_seconds
 
     async def submit(self, inputs: Mapping[str, Array], size: int, deadline: float | None = None) -> list[Array]:
         """Queue one request of `size` rows; return its rows of every output. `deadline` (monotonic) turns on

@@ -215,3 +215,25 @@ def test_admission_control_rejects_at_once_what_cannot_meet_its_deadline() -> No
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_admission_without_joining_counts_requests_not_rows() -> None:
+    """Batching off: a request of 8 rows is one run, so 8 rows queued ahead are one batch, not eight."""
+
+    async def scenario() -> None:
+        model = Recorder(delay=0.02)  # 20 ms per batch, whatever its rows
+        batcher = make(model, max_batch_size=1, max_queue_delay_us=0)
+        batcher.start()
+        await batcher.submit({"x": rows(1, n=8)}, 8)  # measures the time per batch
+        loop = asyncio.get_running_loop()
+        ahead = loop.create_task(batcher.submit({"x": rows(2, n=8)}, 8))
+        await asyncio.sleep(0)
+        expected = batcher.expected_seconds(8)
+        assert expected is not None and expected < 0.1  # one running + this one, about 40 ms
+        # 100 ms is enough for the batch ahead and this one: admitted and served, not refused for 16 "batches".
+        (out,) = await batcher.submit({"x": rows(3, n=8)}, 8, deadline=time.monotonic() + 0.1)
+        assert out.shape == (8, 3)
+        await ahead
+        await batcher.stop()
+
+    asyncio.run(scenario())
