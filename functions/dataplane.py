@@ -23,6 +23,7 @@ from functions import repository
 from functions.batching import DynamicBatcher
 from functions.metadata import build_metadata
 from functions.metrics import FunctionMetrics, ModelMetrics
+from functions.priority import lower_current_thread_priority
 from functions.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class ServedModel:
 class DataPlane:
     """Loads a model repository and answers the Open Inference Protocol's requests."""
 
-    def __init__(self, model_repo: Path, metrics: FunctionMetrics | None = None) -> None:
+    def __init__(self, model_repo: Path, metrics: FunctionMetrics | None = None, compute_nice: int = 0) -> None:
         self._repo = model_repo
+        # Added to the nice value of the threads that load models and run batches (functions/priority.py).
+        self._compute_nice = compute_nice
         self.metrics = metrics or FunctionMetrics()
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._latest: dict[str, str] = {}
@@ -65,7 +68,12 @@ class DataPlane:
         entries = repository.scan(self._repo)
         loop = asyncio.get_running_loop()
         instances = sum(e.config.instance_count * len(e.versions) for e in entries)
-        self._executor = ThreadPoolExecutor(max_workers=max(1, instances), thread_name_prefix="ort")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, instances),
+            thread_name_prefix="ort",
+            initializer=lower_current_thread_priority,
+            initargs=(self._compute_nice,),
+        )
         for entry in entries:
             started = time.monotonic()
             for version, path in entry.versions.items():
@@ -168,12 +176,13 @@ class DataPlane:
 
     async def infer(self, request: pb.ModelInferRequest, timeout: float | None = None) -> pb.ModelInferResponse:
         served = self.resolve(request.model_name, request.model_version)
+        started = time.monotonic()
         try:
             response = await self._infer(served, request, timeout)
         except InferenceError as exc:
-            served.metrics.failed(exc.code.name)
+            served.metrics.failed(exc.code.name, time.monotonic() - started)
             raise
-        served.metrics.succeeded()
+        served.metrics.succeeded(time.monotonic() - started)
         return response
 
     async def _infer(

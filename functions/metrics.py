@@ -41,6 +41,13 @@ class FunctionMetrics:
         self.failures = FastCounter(
             "edgeinfer_function_request_failures", "Failed inference requests", ["model", "code"], r
         )
+        self.latency = FastHistogram(
+            "edgeinfer_function_request_seconds",
+            "Time from a decoded request to its answer or error (the server's own share of the latency), by outcome",
+            ["model", "code"],
+            r,
+            _LATENCY_BUCKETS,
+        )
         self.queue = FastHistogram(
             "edgeinfer_function_queue_seconds", "Time waiting for a batch", ["model"], r, _LATENCY_BUCKETS
         )
@@ -72,22 +79,26 @@ class ModelMetrics:
     parent: FunctionMetrics
     model: str
     _ok: CounterCell = field(init=False)
+    _ok_latency: HistogramCell = field(init=False)
     _queue: HistogramCell = field(init=False)
     _compute: HistogramCell = field(init=False)
     _batch: HistogramCell = field(init=False)
 
     def __post_init__(self) -> None:
         self._ok = self.parent.requests.labels(self.model, "OK")
+        self._ok_latency = self.parent.latency.labels(self.model, "OK")
         self._queue = self.parent.queue.labels(self.model)
         self._compute = self.parent.compute.labels(self.model)
         self._batch = self.parent.batch_size.labels(self.model)
 
-    def succeeded(self) -> None:
+    def succeeded(self, seconds: float) -> None:
         self._ok.inc()
+        self._ok_latency.observe(seconds)
 
-    def failed(self, code: str) -> None:
+    def failed(self, code: str, seconds: float) -> None:
         self.parent.requests.labels(self.model, code).inc()
         self.parent.failures.labels(self.model, code).inc()
+        self.parent.latency.labels(self.model, code).observe(seconds)
 
     def batch(self, stats: BatchStats) -> None:
         self._compute.observe(stats.compute_seconds)

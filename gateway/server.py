@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -351,6 +352,10 @@ async def serve(
             admin_tls = security.server_tls.ssl_context(mutual=False)
         await site(admin.app, settings.admin_host, settings.admin_port, "admin port", admin_tls)
     await server.start()
+    # What start-up built (~80k objects: modules, gRPC, aiohttp, redis) lives as long as the process. Out of
+    # the collector's sight, a full collection no longer stalls the event loop for ~60 ms.
+    gc.collect()
+    gc.freeze()
 
     async def watch_health() -> None:
         status = None

@@ -69,12 +69,18 @@ def test_port_from_env_metrics_and_batching(model_repo: Path, tmp_path: Path) ->
         assert rows == 48 and batches < 48, "concurrent requests should have been batched"
         assert metrics['edgeinfer_function_compute_seconds_count{model="ranker"}'] == batches
         assert metrics['edgeinfer_function_queue_seconds_count{model="ranker"}'] == 48
+        assert metrics['edgeinfer_function_request_seconds_count{code="OK",model="ranker"}'] == 48
+        assert metrics['edgeinfer_function_request_seconds_sum{code="OK",model="ranker"}'] > 0
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
             pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
                 build_request("ranker", {"embedding": np.ones((1, 3), np.float32)})
             )
         metrics = scrape(metrics_port)
         assert metrics['edgeinfer_function_request_failures_total{code="INVALID_ARGUMENT",model="ranker"}'] == 1
+        assert metrics['edgeinfer_function_request_seconds_count{code="INVALID_ARGUMENT",model="ranker"}'] == 1
+        # A rejection is decided before any compute: it lands in the lowest buckets, not near the deadline.
+        fast = 'edgeinfer_function_request_seconds_bucket{code="INVALID_ARGUMENT",le="0.01",model="ranker"}'
+        assert metrics[fast] == 1
         assert "cold start" in proc.output()
     finally:
         assert proc.stop() == 0
