@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import struct
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ _BURST = 32
 # Event loop timers have millisecond resolution: wake up to this much early and send then,
 # timing such a request from its actual send, so timer rounding never counts as latency.
 _EARLY_S = 0.001
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", -1),
@@ -231,6 +234,10 @@ async def _main(config: WorkerConfig, conn: Connection, counters: Any) -> Worker
             raise BenchError(
                 f"cannot reach {config.target}: no connection within {config.connect_timeout:g} s"
             ) from None
+        # Imports, channels and payload live for the whole run: keep them out of the collector's full passes,
+        # which would otherwise stall this loop for milliseconds and count as the server's latency.
+        gc.collect()
+        gc.freeze()
         conn.send(("ready", None))
         # Blocking is fine: nothing runs on this loop until the common start.
         start_wall: float = conn.recv()
@@ -258,6 +265,9 @@ def worker_main(config: WorkerConfig, conn: Connection, counters: Any) -> None:
     """Process entry point. Replies on `conn` with ("ready"|"error"|"result", payload)."""
     # Ctrl-C goes to the whole process group: the parent handles it and terminates the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # gRPC hands each reply to this loop from its own threads, which need the GIL: at the default 5 ms switch
+    # interval a busy loop would hold a reply back that long, and the wait would be measured as latency.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     run: Any = _event_loop_runner()
     try:
         result: WorkerResult = run(_main(config, conn, counters))
