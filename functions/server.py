@@ -16,6 +16,7 @@ from typing import IO, Any
 from functions.priority import DEFAULT_COMPUTE_NICE
 
 DEFAULT_PORT = 8080
+METRICS_TOKEN_ENV = "EDGEINFER_FUNCTION_METRICS_TOKEN"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 log = logging.getLogger("edgeinfer.function")
@@ -39,7 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         default=_env_int("EDGEINFER_METRICS_PORT", None),
-        help="serve Prometheus /metrics on this port of --host (default: off)",
+        help="serve Prometheus /metrics on this port of --metrics-host (default: off); over TLS when gRPC has TLS",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("EDGEINFER_METRICS_HOST", "127.0.0.1"),
+        help="address of the metrics port (default 127.0.0.1); any other needs a metrics token",
+    )
+    parser.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        help=f"file holding the bearer token the metrics port requires (or set {METRICS_TOKEN_ENV}); "
+        "not a flag value, so it stays out of the process list",
     )
     parser.add_argument(
         "--max-message-bytes",
@@ -89,7 +101,7 @@ _IMPORTED_AT = time.monotonic()
 
 
 def server_tls(args: argparse.Namespace) -> Any:
-    """gRPC server credentials from the --tls-* flags, or None for h2c."""
+    """edgeinfer.tls.ServerTLS from the --tls-* flags, or None for h2c."""
     from edgeinfer.tls import ServerTLS, TLSConfigError
 
     if args.tls_cert is None and args.tls_key is None:
@@ -99,19 +111,38 @@ def server_tls(args: argparse.Namespace) -> Any:
     if args.tls_cert is None or args.tls_key is None:
         raise SystemExit("--tls-cert and --tls-key go together: give both, or neither for h2c")
     try:
-        return ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca).grpc_credentials()
+        return ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca)
     except TLSConfigError as exc:
         raise SystemExit(str(exc)) from None
+
+
+def metrics_token(args: argparse.Namespace) -> str | None:
+    """The metrics port's bearer token, if any; SystemExit when the port leaves loopback without one."""
+    from edgeinfer.exposure import is_loopback, read_secret
+
+    if args.metrics_token_file is not None:
+        try:
+            token: str | None = read_secret(args.metrics_token_file, "--metrics-token-file")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+    else:
+        token = os.environ.get(METRICS_TOKEN_ENV) or None
+    if args.metrics_port is not None and token is None and not is_loopback(args.metrics_host):
+        raise SystemExit(
+            f"--metrics-host {args.metrics_host} is not loopback: give the metrics port a token "
+            f"(--metrics-token-file FILE or {METRICS_TOKEN_ENV}), or keep the default 127.0.0.1"
+        )
+    return token
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    from prometheus_client import start_http_server
 
     from edgeinfer.protocol.grpc_service import add_inference_service
     from edgeinfer.protocol.tracing import Tracing
     from functions.dataplane import DataPlane
+    from functions.metrics_server import MetricsServer
     from functions.servicer import InferenceServicer
 
     trace_out: IO[str] | None = args.trace_file.open("a", buffering=1) if args.trace_file else None
@@ -128,14 +159,28 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{args.host}:{args.port}"
     tls = server_tls(args)
+    token = metrics_token(args)
     try:
-        bound = server.add_insecure_port(address) if tls is None else server.add_secure_port(address, tls)
+        bound = (
+            server.add_insecure_port(address)
+            if tls is None
+            else server.add_secure_port(address, tls.grpc_credentials())
+        )
     except RuntimeError as exc:
         raise SystemExit(f"cannot listen on {address}: {exc}; is the port in use?") from exc
     if bound == 0:
         raise SystemExit(f"cannot listen on {address}; is the port in use?")
+    metrics_server = None
     if args.metrics_port is not None:
-        start_http_server(args.metrics_port, addr=args.host, registry=dataplane.metrics.registry)
+        metrics_tls = tls.ssl_context() if tls is not None else None
+        try:
+            metrics_server = MetricsServer(
+                dataplane.metrics.registry, args.metrics_host, args.metrics_port, token, metrics_tls
+            )
+        except OSError as exc:
+            raise SystemExit(
+                f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror}; is the port in use?"
+            ) from None
     services = ("", "inference.GRPCInferenceService")
     for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -163,6 +208,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=5.0)
     await dataplane.close()
+    if metrics_server is not None:
+        metrics_server.close()
     tracing.shutdown()
     if trace_out is not None:
         trace_out.close()

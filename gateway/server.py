@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from edgeinfer.exposure import is_loopback, read_secret
 from gateway.metrics import GatewayMetrics
-from gateway.settings import GatewaySettings, is_loopback, parse_route
+from gateway.settings import GatewaySettings, parse_route
 
 log = logging.getLogger("edgeinfer.gateway")
 
@@ -153,16 +154,6 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         admin_host=args.admin_host,
         **secrets,
     )
-
-
-def read_secret(path: Path, flag: str) -> str:
-    try:
-        secret = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
-    if not secret:
-        raise ValueError(f"{flag} {path}: the file is empty")
-    return secret
 
 
 @dataclass(frozen=True)
@@ -457,9 +448,7 @@ def run(args: argparse.Namespace) -> int:
         uvloop.install()
     trace_out = args.trace_file.open("a", buffering=1) if args.trace_file else None
     try:
-        asyncio.run(
-            serve(settings, trace_out, local=local, drain_delay=max(0.0, args.drain_delay), knative=knative)
-        )
+        asyncio.run(serve(settings, trace_out, local=local, drain_delay=max(0.0, args.drain_delay), knative=knative))
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(f"edgeinfer gateway: {exc.code}", file=sys.stderr)

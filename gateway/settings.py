@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgeinfer.exposure import is_loopback
 
 
 def parse_route(text: str) -> tuple[str, list[str]]:
@@ -20,15 +21,6 @@ def parse_route(text: str) -> tuple[str, list[str]]:
         if not colon or not host or not port.isdigit():
             raise ValueError(f"--route {text!r}: endpoint {endpoint!r} is not HOST:PORT")
     return model.strip(), endpoints
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class GatewaySettings(BaseSettings):

@@ -10,6 +10,7 @@ import pytest
 # the same names; then tests/ itself, for the `procs` helpers.
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+from pki import Pki, build_pki  # noqa: E402
 from procs import Proc, start_function  # noqa: E402
 
 from functions.examples import write_examples  # noqa: E402
@@ -34,3 +35,9 @@ def function_server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def function_address(function_server: tuple[Proc, str]) -> str:
     return function_server[1]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Throwaway certificates (tests/pki.py), shared by the TLS tests of every package."""
+    return build_pki(tmp_path_factory.mktemp("pki"))

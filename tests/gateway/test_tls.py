@@ -7,9 +7,7 @@ certificate, a certificate from another CA, or no TLS at all are refused.
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import ssl
 import subprocess
@@ -21,10 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pki import Pair, Pki
 from procs import Proc, free_port
 
 from edgeinfer.protocol import open_inference_pb2 as pb
@@ -33,94 +28,6 @@ from edgeinfer.protocol.tensors import build_request, output_arrays
 from edgeinfer.tls import ClientTLS, ServerTLS, TLSConfigError
 
 REQUEST = build_request("fraud", {"features": np.ones((2, 30), dtype=np.float32)})
-
-# -- a throwaway PKI ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pair:
-    cert: Path
-    key: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Pair:
-    pair = Pair(directory / f"{stem}.pem", directory / f"{stem}-key.pem")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    pair.key.chmod(0o600)
-    return pair
-
-
-class Authority:
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        self.pem = _write(directory, name, self.cert, self.key).cert
-
-    def issue(self, stem: str, *, server: bool) -> Pair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(stem))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-        )
-        if server:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return _write(self.directory, stem, builder.sign(self.key, hashes.SHA256()), key)
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server: Pair
-    client: Pair
-    rogue_ca: Path
-    rogue_client: Pair  # signed by a CA nobody trusts
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca, rogue = Authority(directory, "edgeinfer-test-ca"), Authority(directory, "rogue-ca")
-    return Pki(
-        ca.pem,
-        ca.issue("server", server=True),
-        ca.issue("client", server=False),
-        rogue.pem,
-        rogue.issue("rogue-client", server=False),
-    )
-
 
 # -- clients --------------------------------------------------------------------------------------
 
