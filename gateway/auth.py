@@ -167,6 +167,8 @@ class Authenticator:
     """Maps a presented key to its tenant and charges the tenant's bucket."""
 
     def __init__(self, tenants: dict[str, TenantEntry]) -> None:
+        # Told every outcome as (tenant, outcome); the tenant is "" when the key was refused.
+        self.observe: Callable[[str, str], None] = _ignore
         self._by_digest: dict[bytes, Tenant] = {}
         for name, entry in tenants.items():
             bucket = None
@@ -208,25 +210,32 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Tenant:
         """The tenant of an `authorization` value; Unauthenticated (never echoing the key) otherwise."""
         if not authorization:
+            self.observe("", "no_key")
             raise Unauthenticated("no API key: send 'authorization: Bearer <key>'")
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
+            self.observe("", "malformed")
             raise Unauthenticated("the authorization value must be 'Bearer <key>'")
         tenant = self._by_digest.get(key_digest(key)) if len(key) <= MAX_KEY_CHARS else None
         if tenant is None:
+            self.observe("", "unknown_key")
             raise Unauthenticated("API key not recognised")
         return tenant
 
-    @staticmethod
-    def admit(tenant: Tenant) -> None:
+    def admit(self, tenant: Tenant) -> None:
         """Take one request from the tenant's bucket, or raise RateLimited with when to retry."""
         bucket = tenant.bucket
-        if bucket is None:
-            return
-        wait = bucket.take(time.monotonic())
-        if wait > 0.0:
-            raise RateLimited(tenant.name, bucket.rate, wait)
+        if bucket is not None:
+            wait = bucket.take(time.monotonic())
+            if wait > 0.0:
+                self.observe(tenant.name, "rate_limited")
+                raise RateLimited(tenant.name, bucket.rate, wait)
+        self.observe(tenant.name, "admitted")
+
+
+def _ignore(tenant: str, outcome: str) -> None:
+    pass
 
 
 # -- gRPC ------------------------------------------------------------------------------------

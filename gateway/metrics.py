@@ -65,6 +65,12 @@ class GatewayMetrics:
             r,
             _LATENCY_BUCKETS,
         )
+        self.auth = FastCounter(
+            "edgeinfer_gateway_auth",
+            "API-key checks: admitted or rate_limited per tenant; refused keys (tenant empty) by reason",
+            ["region", "tenant", "outcome"],
+            r,
+        )
         self.ready = Gauge("edgeinfer_gateway_ready", "1 while the gateway can serve", ["region"], registry=r)
         # The local pool (backend `local`): Knative's scale-to-zero, measured.
         self.cold_starts = Histogram(
@@ -96,6 +102,7 @@ class GatewayMetrics:
             "edgeinfer_gateway_autoscaler_panic", "1 while in panic mode", ["region", "model"], registry=r
         )
         self._done: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
+        self._auth: dict[tuple[str, str], CounterCell] = {}
 
     def observe(self, model: str, code: str, cache: str, seconds: float) -> None:
         children = self._done.get((model, code, cache))
@@ -107,6 +114,12 @@ class GatewayMetrics:
             self._done[(model, code, cache)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def auth_outcome(self, tenant: str, outcome: str) -> None:
+        cell = self._auth.get((tenant, outcome))
+        if cell is None:  # tenants come from the keys file and outcomes from a fixed set: bounded
+            cell = self._auth[(tenant, outcome)] = self.auth.labels(self.region, tenant, outcome)
+        cell.inc()
 
     def function_call(self, model: str, code: str, seconds: float) -> None:
         self.function_calls.labels(self.region, model, code).inc()

@@ -252,6 +252,8 @@ async def serve(
 
     security = load_security(settings)
     metrics = GatewayMetrics(settings.region)
+    if security.auth is not None:
+        security.auth.observe = metrics.auth_outcome
     tracing = Tracing(settings.trace, trace_out, service=f"edgeinfer-gateway-{settings.region}")
     backend: Any
     if local is not None:

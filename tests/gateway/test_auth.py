@@ -203,6 +203,48 @@ def test_rate_limit_per_tenant(stack: Stack, keys: Keys) -> None:
     infer(stack.gateway, request, keys.limited)
 
 
+def auth_counts(stack: Stack) -> dict[tuple[str, str], float]:
+    request = urllib.request.Request(
+        f"{stack.gateway_admin}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("edgeinfer_gateway_auth_total{"):
+            labels, value = line.rsplit(" ", 1)
+            tenant = labels.split('tenant="', 1)[1].split('"', 1)[0]
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[(tenant, outcome)] = float(value)
+    return counts
+
+
+def test_auth_outcomes_are_counted_per_tenant(stack: Stack, keys: Keys) -> None:
+    before = auth_counts(stack)
+    request = unique_request(11)
+    for _ in range(3):
+        infer(stack.gateway, request, keys.acme)
+    rpc_error(lambda: infer(stack.gateway, request, "not-a-key"))
+    rpc_error(lambda: infer(stack.gateway, request, None))
+    limited = 0
+    for _ in range(LIMITED_BURST + 2):
+        try:
+            infer(stack.gateway, request, keys.limited)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            limited += 1
+    after = auth_counts(stack)
+
+    def delta(tenant: str, outcome: str) -> float:
+        return after.get((tenant, outcome), 0.0) - before.get((tenant, outcome), 0.0)
+
+    assert delta("acme", "admitted") == 3
+    assert delta("", "unknown_key") == 1 and delta("", "no_key") == 1
+    assert limited >= 2 and delta("limited", "rate_limited") == limited
+    assert delta("limited", "admitted") == LIMITED_BURST + 2 - limited
+    assert not any(keys.acme in tenant or keys.limited in tenant for tenant, _ in after)  # labels hold no keys
+
+
 # -- REST ------------------------------------------------------------------------------------
 
 
