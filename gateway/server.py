@@ -344,14 +344,18 @@ async def serve(
         if security.server_tls is not None and not is_loopback(settings.admin_host):
             admin_tls = security.server_tls.ssl_context(mutual=False)
         await site(admin.app, settings.admin_host, settings.admin_port, "admin port", admin_tls)
-    await server.start()
     # What start-up built (~80k objects: modules, gRPC, aiohttp, redis) lives as long as the process. Out of
     # the collector's sight, a full collection no longer stalls the event loop for ~60 ms.
     gc.collect()
     gc.freeze()
+    # grpc's health servicer starts out SERVING; nothing may say so before the first look at the backends.
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in ("", "inference.GRPCInferenceService"):
+        await health_servicer.set(service, not_serving)
+    await server.start()
 
     async def watch_health() -> None:
-        status = None
+        status = not_serving
         while True:
             ready = await dataplane.ready()
             metrics.ready.labels(settings.region).set(1 if ready else 0)
