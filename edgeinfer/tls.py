@@ -1,19 +1,31 @@
-"""TLS and mutual TLS material, loaded once at start-up for gRPC servers, channels and aiohttp sites.
+"""TLS and mutual TLS material for gRPC servers, channels and aiohttp sites.
 
 Shared by the gateway and the functions (which may depend only on `edgeinfer`).
 Files are read and checked here, so a missing file, a key that does not match
 its certificate, or a CA that is not PEM fails the start with one line naming
 the flag, instead of a handshake error on the first request.
+
+gRPC servers pick up rotated files without a restart (cert-manager renewing a
+Kubernetes Secret rewrites the mounted files): before each new connection's
+handshake they look at the files' stat, and when it changed, load and check them
+again. A half-written rotation (a new certificate, the old key) is refused with
+a warning and the current certificate kept. aiohttp sites and client channels
+read their files at start.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class TLSConfigError(ValueError):
@@ -81,11 +93,21 @@ class ServerTLS:
         return self.client_ca is not None
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.private_key, self.cert_chain)],
-            root_certificates=self.client_ca,
-            require_client_auth=self.mutual,
+        """Credentials that serve these files, and their replacements once they change on disk."""
+        # The stub's fetcher type omits None, which gRPC's documentation allows ("no change").
+        return grpc.dynamic_ssl_server_credentials(
+            self._grpc_configuration(),
+            _Reloader(self),  # type: ignore[arg-type]
+            require_client_authentication=self.mutual,
         )
+
+    def _grpc_configuration(self) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(self.private_key, self.cert_chain)], root_certificates=self.client_ca
+        )
+
+    def _paths(self) -> tuple[Path, ...]:
+        return (self.cert_path, self.key_path) + ((self.client_ca_path,) if self.client_ca_path else ())
 
     def ssl_context(self, *, mutual: bool | None = None) -> ssl.SSLContext:
         """A server-side context for aiohttp; `mutual=False` drops the client-certificate demand."""
@@ -96,6 +118,41 @@ class ServerTLS:
             context.load_verify_locations(cafile=str(self.client_ca_path))
             context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+
+def _stat_of(paths: tuple[Path, ...]) -> tuple[tuple[int, int, int], ...]:
+    """What changes when a file is rewritten or a Secret volume swaps its symlink: inode, size, mtime."""
+    stats = [os.stat(path) for path in paths]
+    return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+
+class _Reloader:
+    """gRPC's certificate fetcher, called before every new connection's handshake: a changed file set is
+    loaded and checked again; None keeps the current certificate."""
+
+    def __init__(self, current: ServerTLS) -> None:
+        self._current = current
+        self._lock = threading.Lock()
+        self._seen = _stat_of(current._paths())
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            try:
+                seen = _stat_of(self._current._paths())
+            except OSError:  # mid-rotation: a file is briefly missing
+                return None
+            if seen == self._seen:
+                return None
+            self._seen = seen  # judged once per change: a bad set is not re-read (and re-logged) per connection
+            cert, key, ca = self._current.cert_path, self._current.key_path, self._current.client_ca_path
+            try:
+                fresh = ServerTLS.load(cert, key, ca)
+            except TLSConfigError as exc:
+                log.warning("TLS files changed but are not usable (%s); still serving the previous certificate", exc)
+                return None
+            self._current = fresh
+            log.info("TLS files changed: new connections get the new certificate")
+            return fresh._grpc_configuration()
 
 
 @dataclass(frozen=True)
