@@ -9,8 +9,9 @@ gRPC servers pick up rotated files without a restart (cert-manager renewing a
 Kubernetes Secret rewrites the mounted files): before each new connection's
 handshake they look at the files' stat, and when it changed, load and check them
 again. A half-written rotation (a new certificate, the old key) is refused with
-a warning and the current certificate kept. aiohttp sites and client channels
-read their files at start.
+a warning and the current certificate kept. Server-side SSL contexts (aiohttp
+sites, the metrics port) do the same per handshake. Client channels read their
+files at start.
 """
 
 from __future__ import annotations
@@ -110,7 +111,15 @@ class ServerTLS:
         return (self.cert_path, self.key_path) + ((self.client_ca_path,) if self.client_ca_path else ())
 
     def ssl_context(self, *, mutual: bool | None = None) -> ssl.SSLContext:
-        """A server-side context for aiohttp; `mutual=False` drops the client-certificate demand."""
+        """A server-side context (aiohttp, the metrics port); `mutual=False` drops the client-certificate demand.
+
+        Rotated files are picked up per handshake: the context's SNI callback (which OpenSSL calls for every
+        ClientHello, with or without a server name) hands the connection a context built from the new files."""
+        context = self._plain_context(mutual)
+        context.sni_callback = _ContextSwapper(self, mutual)
+        return context
+
+    def _plain_context(self, mutual: bool | None) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_path, self.key_path)
@@ -126,33 +135,63 @@ def _stat_of(paths: tuple[Path, ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
 
 
+class _FileWatch:
+    """A ServerTLS and the stat of its files; `changed()` reloads and checks them once per change."""
+
+    def __init__(self, current: ServerTLS) -> None:
+        self.current = current
+        self._seen = _stat_of(current._paths())
+
+    def changed(self) -> ServerTLS | None:
+        """The freshly loaded files if they changed since the last look and are usable, else None."""
+        try:
+            seen = _stat_of(self.current._paths())
+        except OSError:  # mid-rotation: a file is briefly missing
+            return None
+        if seen == self._seen:
+            return None
+        self._seen = seen  # judged once per change: a bad set is not re-read (and re-logged) per connection
+        try:
+            fresh = ServerTLS.load(self.current.cert_path, self.current.key_path, self.current.client_ca_path)
+        except TLSConfigError as exc:
+            log.warning("TLS files changed but are not usable (%s); still serving the previous certificate", exc)
+            return None
+        self.current = fresh
+        log.info("TLS files changed: new connections get the new certificate")
+        return fresh
+
+
+class _ContextSwapper:
+    """An SSLContext's SNI callback that moves each new connection onto a context of the newest good files."""
+
+    def __init__(self, current: ServerTLS, mutual: bool | None) -> None:
+        self._watch = _FileWatch(current)
+        self._mutual = mutual
+        self._lock = threading.Lock()
+        self._latest: ssl.SSLContext | None = None  # None: the original context is still the newest
+
+    def __call__(self, connection: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        with self._lock:
+            fresh = self._watch.changed()
+            if fresh is not None:
+                self._latest = fresh._plain_context(self._mutual)
+            latest = self._latest
+        if latest is not None:
+            connection.context = latest
+
+
 class _Reloader:
     """gRPC's certificate fetcher, called before every new connection's handshake: a changed file set is
     loaded and checked again; None keeps the current certificate."""
 
     def __init__(self, current: ServerTLS) -> None:
-        self._current = current
+        self._watch = _FileWatch(current)
         self._lock = threading.Lock()
-        self._seen = _stat_of(current._paths())
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         with self._lock:
-            try:
-                seen = _stat_of(self._current._paths())
-            except OSError:  # mid-rotation: a file is briefly missing
-                return None
-            if seen == self._seen:
-                return None
-            self._seen = seen  # judged once per change: a bad set is not re-read (and re-logged) per connection
-            cert, key, ca = self._current.cert_path, self._current.key_path, self._current.client_ca_path
-            try:
-                fresh = ServerTLS.load(cert, key, ca)
-            except TLSConfigError as exc:
-                log.warning("TLS files changed but are not usable (%s); still serving the previous certificate", exc)
-                return None
-            self._current = fresh
-            log.info("TLS files changed: new connections get the new certificate")
-            return fresh._grpc_configuration()
+            fresh = self._watch.changed()
+        return fresh._grpc_configuration() if fresh is not None else None
 
 
 @dataclass(frozen=True)

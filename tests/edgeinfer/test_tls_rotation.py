@@ -55,24 +55,50 @@ def test_function_serves_a_rotated_certificate_without_restarting(model_repo: Pa
     first, second, third = (authority.issue(name, server=True) for name in ("first", "second", "third"))
     cert, key = tmp_path / "live.pem", tmp_path / "live-key.pem"
     install(first, cert, key)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     argv = [sys.executable, "-m", "edgeinfer.cli", "function", "--model-repo", str(model_repo),
-            "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+            "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key),
+            "--metrics-port", str(metrics_port)]  # fmt: skip
     proc = Proc(argv, tmp_path / "function.log")
     try:
         proc.wait_until(lambda: ready(port, authority.pem), 60, "function over TLS")
         assert served_serial(port, authority.pem) == serial_of(first)
 
+        assert served_serial(metrics_port, authority.pem) == serial_of(first)
+
         install(second, cert, key)
         assert served_serial(port, authority.pem) == serial_of(second)
+        assert served_serial(metrics_port, authority.pem) == serial_of(second)  # the metrics port's own check
         assert ready(port, authority.pem)
 
         # Half a rotation (a new certificate, the old key) is refused: the current certificate stays.
         shutil.copyfile(third.cert, cert)
         assert served_serial(port, authority.pem) == serial_of(second)
         assert "not usable" in proc.output() and "still serving the previous certificate" in proc.output()
+        assert served_serial(metrics_port, authority.pem) == serial_of(second)
         shutil.copyfile(third.key, key)  # the rotation completes
         assert served_serial(port, authority.pem) == serial_of(third)
+        assert served_serial(metrics_port, authority.pem) == serial_of(third)
         assert ready(port, authority.pem)
     finally:
         assert proc.stop() == 0
+
+
+def test_gateway_rest_front_serves_a_rotated_certificate(tmp_path: Path) -> None:
+    """aiohttp's TLS (asyncio SSL objects) takes the new files per handshake too."""
+    authority = Authority(tmp_path, "rotation-ca")
+    first, second = authority.issue("first", server=True), authority.issue("second", server=True)
+    cert, key = tmp_path / "live.pem", tmp_path / "live-key.pem"
+    install(first, cert, key)
+    port, rest_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "edgeinfer.cli", "gateway", "--port", str(port), "--rest-port", str(rest_port),
+            "--route", f"fraud=127.0.0.1:{free_port()}", "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+    proc = Proc(argv, tmp_path / "gateway.log")
+    try:
+        proc.wait_until(lambda: "edgeinfer gateway region=" in proc.output(), 60, "gateway")
+        assert served_serial(rest_port, authority.pem) == serial_of(first)
+        install(second, cert, key)
+        assert served_serial(rest_port, authority.pem) == serial_of(second)
+        assert served_serial(port, authority.pem) == serial_of(second)
+    finally:
+        proc.stop()
