@@ -102,7 +102,6 @@ class GatewayMetrics:
             "edgeinfer_gateway_autoscaler_panic", "1 while in panic mode", ["region", "model"], registry=r
         )
         self._done: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
-        self._auth: dict[tuple[str, str], CounterCell] = {}
 
     def observe(self, model: str, code: str, cache: str, seconds: float) -> None:
         children = self._done.get((model, code, cache))
@@ -116,10 +115,8 @@ class GatewayMetrics:
         children[1].observe(seconds)
 
     def auth_outcome(self, tenant: str, outcome: str) -> None:
-        cell = self._auth.get((tenant, outcome))
-        if cell is None:  # tenants come from the keys file and outcomes from a fixed set: bounded
-            cell = self._auth[(tenant, outcome)] = self.auth.labels(self.region, tenant, outcome)
-        cell.inc()
+        # Bounded: tenants come from the keys file, outcomes from a fixed set.
+        self.auth.labels(self.region, tenant, outcome).inc()
 
     def function_call(self, model: str, code: str, seconds: float) -> None:
         self.function_calls.labels(self.region, model, code).inc()
