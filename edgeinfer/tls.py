@@ -141,9 +141,14 @@ class _FileWatch:
     def __init__(self, current: ServerTLS) -> None:
         self.current = current
         self._seen = _stat_of(current._paths())
+        self._lock = threading.Lock()  # gRPC's and OpenSSL's callbacks may run on several threads
 
     def changed(self) -> ServerTLS | None:
         """The freshly loaded files if they changed since the last look and are usable, else None."""
+        with self._lock:
+            return self._changed()
+
+    def _changed(self) -> ServerTLS | None:
         try:
             seen = _stat_of(self.current._paths())
         except OSError:  # mid-rotation: a file is briefly missing
@@ -167,7 +172,7 @@ class _ContextSwapper:
     def __init__(self, current: ServerTLS, mutual: bool | None) -> None:
         self._watch = _FileWatch(current)
         self._mutual = mutual
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # so a slower, older swap never overwrites a newer one
         self._latest: ssl.SSLContext | None = None  # None: the original context is still the newest
 
     def __call__(self, connection: Any, server_name: str | None, context: ssl.SSLContext) -> None:
@@ -186,11 +191,9 @@ class _Reloader:
 
     def __init__(self, current: ServerTLS) -> None:
         self._watch = _FileWatch(current)
-        self._lock = threading.Lock()
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
-        with self._lock:
-            fresh = self._watch.changed()
+        fresh = self._watch.changed()
         return fresh._grpc_configuration() if fresh is not None else None
 
 
