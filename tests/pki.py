@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +95,11 @@ def build_pki(directory: Path) -> Pki:
         rogue.pem,
         rogue.issue("rogue-client", server=False),
     )
+
+
+def client_context(ca: Path, client: Pair | None) -> ssl.SSLContext:
+    """A client's TLS context that trusts `ca` and, given a pair, presents it (mTLS)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(client.cert, client.key)
+    return context

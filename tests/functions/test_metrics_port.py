@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pki import Pair, Pki
+from pki import Pki, client_context
 from procs import Proc, free_port, grpc_ready
 
 TOKEN = "metrics-token-4e1f0b7d9a"
@@ -28,13 +28,6 @@ def get(port: int, context: ssl.SSLContext | None = None, token: str | None = No
         return response.status, response.read().decode()
     finally:
         connection.close()
-
-
-def client_context(ca: Path, client: Pair | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca))
-    if client is not None:
-        context.load_cert_chain(client.cert, client.key)
-    return context
 
 
 def function_argv(model_repo: Path, port: int, metrics_port: int, *extra: str) -> list[str]:

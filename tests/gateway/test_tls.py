@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from pki import Pair, Pki
+from pki import Pair, Pki, client_context
 from procs import Proc, free_port
 
 from edgeinfer.protocol import open_inference_pb2 as pb
@@ -187,23 +187,16 @@ def _rest_infer(port: int, context: ssl.SSLContext) -> tuple[int, dict[str, obje
         connection.close()
 
 
-def _client_context(root: Path, client: Pair | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(root))
-    if client is not None:
-        context.load_cert_chain(client.cert, client.key)
-    return context
-
-
 def test_rest_front_mtls(stack: Stack, pki: Pki) -> None:
-    status, reply = _rest_infer(stack.gateway_rest, _client_context(pki.ca, pki.client))
+    status, reply = _rest_infer(stack.gateway_rest, client_context(pki.ca, pki.client))
     assert status == 200, reply
     for bad in (pki.rogue_client, None):
         # TLS 1.3 reports a refused client certificate on the first read, not in the handshake.
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            _rest_infer(stack.gateway_rest, _client_context(pki.ca, bad))
+            _rest_infer(stack.gateway_rest, client_context(pki.ca, bad))
     with pytest.raises(ssl.SSLCertVerificationError):
-        _rest_infer(stack.gateway_rest, _client_context(pki.rogue_ca, pki.client))
-    assert _rest_infer(stack.gateway_rest, _client_context(pki.ca, pki.client))[0] == 200
+        _rest_infer(stack.gateway_rest, client_context(pki.rogue_ca, pki.client))
+    assert _rest_infer(stack.gateway_rest, client_context(pki.ca, pki.client))[0] == 200
 
 
 # -- configuration errors fail the start, naming the flag -----------------------------------------
