@@ -42,6 +42,7 @@ import yaml  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from benchmarks.common.bench import edgeinfer_command  # noqa: E402
 from benchmarks.common.noop_probe import NoopProbe, ProbeResult  # noqa: E402
 from benchmarks.common.procs import ManagedProcess, free_port, wait_ready  # noqa: E402
 from edgeinfer.loadgen import BenchOptions, BenchReport, run_bench  # noqa: E402
@@ -160,18 +161,9 @@ def main() -> int:
         config_path.write_text(yaml.safe_dump(config))
     port, metrics_port = free_port(), free_port()
     target = f"127.0.0.1:{port}"
-    argv = [
-        sys.executable,
-        "-m",
-        "edgeinfer.cli",
-        "function",
-        "--model-repo",
-        str(work / "repo"),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-    ]
+    argv = edgeinfer_command(
+        "function", "--model-repo", str(work / "repo"), "--port", str(port), "--metrics-port", str(metrics_port)
+    )
     function = ManagedProcess("ranker function", argv, work / "function.log", cwd=ROOT)
     try:
         wait_ready(function, target, 60)

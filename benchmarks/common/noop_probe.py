@@ -30,10 +30,6 @@ class ProbeResult:
     errors: int
     histogram: bytes  # HdrHistogram.encode() of OK latencies in µs
 
-    def percentiles_ms(self, *quantiles: float) -> dict[str, float | None]:
-        histogram = HdrHistogram.decode(self.histogram)
-        return {f"p{q:g}": histogram.get_value_at_percentile(q) / 1000 if self.ok else None for q in quantiles}
-
 
 async def _probe(target: str, rate: float, warmup: float, duration: float, conn: Connection) -> ProbeResult:
     histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
