@@ -32,12 +32,12 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from edgeinfer.functions.examples import write_examples  # noqa: E402
 from edgeinfer.loadgen import BenchOptions  # noqa: E402
 from edgeinfer.loadgen.runner import BackgroundBench  # noqa: E402
+from edgeinfer.regions.envoy_process import wait_ready  # noqa: E402
+from edgeinfer.regions.topology import default_topology  # noqa: E402
 from edgeinfer.up import RegionProcesses, Stack  # noqa: E402
-from functions.examples import write_examples  # noqa: E402
-from regions.envoy_process import wait_ready  # noqa: E402
-from regions.topology import default_topology  # noqa: E402
 
 RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"}
 Fault = tuple[Callable[[], None], Callable[[], None]]

@@ -43,7 +43,7 @@ from benchmarks.common.bench import (
     search_max_rate,
 )
 from benchmarks.common.procs import ManagedProcess, free_port, managed, wait_ready
-from cache.redis_server import RedisServer
+from edgeinfer.cache.redis_server import RedisServer
 
 FRAUD_INPUT = "features:FP32:1,30"
 DEFAULT_REPORT = REPO_ROOT / "benchmarks" / "results" / "gateway_cache.json"

@@ -10,9 +10,9 @@ See docs/cache.md. Typical use in the gateway:
             cache.put(key, response_bytes, ttl_seconds, compute_seconds)
 """
 
-from cache.breaker import BreakerState, CircuitBreaker
-from cache.entry import Entry, decode_entry, encode_entry
-from cache.key import (
+from edgeinfer.cache.breaker import BreakerState, CircuitBreaker
+from edgeinfer.cache.entry import Entry, decode_entry, encode_entry
+from edgeinfer.cache.key import (
     KEY_VERSION,
     NON_SEMANTIC_PARAMETERS,
     CacheKeyParts,
@@ -24,11 +24,11 @@ from cache.key import (
     key_parts_from_request,
     uncacheable_reason,
 )
-from cache.l1 import L1Cache
-from cache.prediction_cache import CacheHit, PredictionCache
-from cache.redis_store import RedisStore, redact_url
-from cache.singleflight import SingleFlight
-from cache.stats import CacheStats, Counters
+from edgeinfer.cache.l1 import L1Cache
+from edgeinfer.cache.prediction_cache import CacheHit, PredictionCache
+from edgeinfer.cache.redis_store import RedisStore, redact_url
+from edgeinfer.cache.singleflight import SingleFlight
+from edgeinfer.cache.stats import CacheStats, Counters
 
 __all__ = [
     "KEY_VERSION",

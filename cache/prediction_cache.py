@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from cache.entry import encode_entry
-from cache.l1 import L1Cache
-from cache.redis_store import RedisStore
-from cache.stats import CacheStats, Counters
+from edgeinfer.cache.entry import encode_entry
+from edgeinfer.cache.l1 import L1Cache
+from edgeinfer.cache.redis_store import RedisStore
+from edgeinfer.cache.stats import CacheStats, Counters
 
 log = logging.getLogger("edgeinfer.cache")
 

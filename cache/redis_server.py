@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import IO, Final
 from urllib.parse import quote
 
-from cache.redis_store import redact_url
+from edgeinfer.cache.redis_store import redact_url
 
 BINARY_ENV: Final = "EDGEINFER_REDIS_SERVER"
 

@@ -41,9 +41,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cache.breaker import BreakerState, CircuitBreaker
-from cache.entry import Entry, decode_entry
-from cache.stats import Counters
+from edgeinfer.cache.breaker import BreakerState, CircuitBreaker
+from edgeinfer.cache.entry import Entry, decode_entry
+from edgeinfer.cache.stats import Counters
 
 log = logging.getLogger("edgeinfer.cache")
 

@@ -51,4 +51,4 @@ ENV EDGEINFER_MODEL_REPO=file:///models \
 EXPOSE 8080
 USER 65532:65532
 WORKDIR /tmp
-ENTRYPOINT ["python", "-m", "knative.entrypoint"]
+ENTRYPOINT ["python", "-m", "edgeinfer.knative.entrypoint"]

@@ -8,15 +8,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# name -> (module with add_arguments(parser) and run(args), help)
+# name -> (module under edgeinfer with add_arguments(parser) and run(args), help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "function": ("functions.server", "serve an ONNX model repository over the Open Inference Protocol"),
     "examples": ("functions.examples", "write the example model repository (fraud, ranker)"),
     "gateway": ("gateway.server", "the regional gateway: prediction cache in front of inference functions"),
     "apikey": ("gateway.auth", "make an API key for a tenant and print the digest for the gateway's --api-keys file"),
-    "bench": ("edgeinfer.loadgen.cli", "open-loop load generator with HDR latency histograms"),
-    "up": ("edgeinfer.up", "run the multi-region stack on this machine (Envoy, Redis + gateway per region)"),
-    "status": ("edgeinfer.status", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
+    "bench": ("loadgen.cli", "open-loop load generator with HDR latency histograms"),
+    "up": ("up", "run the multi-region stack on this machine (Envoy, Redis + gateway per region)"),
+    "status": ("status", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
     "deploy": ("knative.deploy_cli", "deploy a model as a Knative Service per region (validated; --dry-run -o yaml)"),
     "services": ("knative.services_cli", "the model Services on Knative per region: list, describe, delete"),
     "envoy-config": ("regions.envoy_cli", "write the Envoy bootstrap (priority failover, EDS files) of one edge"),
@@ -33,7 +33,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"edgeinfer.{module_name}")
             module.add_arguments(command)
             command.set_defaults(handler=module.run)
     return parser

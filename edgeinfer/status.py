@@ -22,10 +22,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from regions.local import DEFAULT_STATE_DIR, RegionEndpoints, entry_address, local_layout, read_state
-from regions.observe import ModelFigures, model_figures, server_ready
-from regions.processes import is_running, wide_console_width
-from regions.topology import TopologyError, default_topology, load_topology
+from edgeinfer.regions.local import DEFAULT_STATE_DIR, RegionEndpoints, entry_address, local_layout, read_state
+from edgeinfer.regions.observe import ModelFigures, model_figures, server_ready
+from edgeinfer.regions.processes import is_running, wide_console_width
+from edgeinfer.regions.topology import TopologyError, default_topology, load_topology
 
 EXIT_SOME_DOWN = 3
 

@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
-from cache.redis_store import redact_url
-from regions.envoy_config import EnvoyPorts, write_config
-from regions.envoy_process import EnvoyNotFound, envoy_argv, find_envoy
-from regions.local import (
+from edgeinfer.cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
+from edgeinfer.cache.redis_store import redact_url
+from edgeinfer.regions.envoy_config import EnvoyPorts, write_config
+from edgeinfer.regions.envoy_process import EnvoyNotFound, envoy_argv, find_envoy
+from edgeinfer.regions.local import (
     DEFAULT_STATE_DIR,
     ProcessRecord,
     RegionEndpoints,
@@ -45,7 +45,7 @@ from regions.local import (
     state_path,
     write_state,
 )
-from regions.processes import (
+from edgeinfer.regions.processes import (
     descendants,
     die_with_parent,
     is_running,
@@ -56,7 +56,7 @@ from regions.processes import (
     terminate_all,
     wide_console_width,
 )
-from regions.topology import Topology, TopologyError, default_topology, load_topology, split_hostport
+from edgeinfer.regions.topology import Topology, TopologyError, default_topology, load_topology, split_hostport
 
 GATEWAY_READY_LINE = "edgeinfer gateway region="
 POLL_S = 0.05  # how often readiness is asked for; readiness itself is the answered RPC
@@ -283,9 +283,9 @@ class Stack:
     # -- starting ----------------------------------------------------------------------------
 
     def prepare_models(self) -> None:
-        from functions.config import ConfigError
-        from functions.examples import write_examples
-        from functions.repository import RepositoryError, scan
+        from edgeinfer.functions.config import ConfigError
+        from edgeinfer.functions.examples import write_examples
+        from edgeinfer.functions.repository import RepositoryError, scan
 
         try:
             models = scan(self.model_repo)
@@ -408,8 +408,8 @@ class Stack:
     def _wait_entry(self, progress: Progress, task: TaskID) -> None:
         """Envoy's /ready, every region healthy in Envoy's view (so the entry goes to the nearest one from the
         first request), and an answered ServerReady through it."""
-        from regions.envoy_process import host_health, is_ready
-        from regions.observe import server_ready
+        from edgeinfer.regions.envoy_process import host_health, is_ready
+        from edgeinfer.regions.observe import server_ready
 
         def all_healthy() -> bool:
             try:
@@ -472,7 +472,7 @@ class Stack:
             raise Stopped
 
     def _wait_gateways(self, progress: Progress) -> None:
-        from regions.observe import server_ready
+        from edgeinfer.regions.observe import server_ready
 
         deadline = time.monotonic() + self.timeout
         printed: set[str] = set()

@@ -11,6 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeinfer.functions import repository
+from edgeinfer.functions.batching import DynamicBatcher
+from edgeinfer.functions.metadata import build_metadata
+from edgeinfer.functions.metrics import FunctionMetrics, ModelMetrics
+from edgeinfer.functions.priority import lower_current_thread_priority
+from edgeinfer.functions.runtime import OnnxModel
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import (
     DeadlineExceeded,
@@ -19,12 +25,6 @@ from edgeinfer.protocol.errors import (
     Unavailable,
 )
 from edgeinfer.protocol.tensors import Array, batch_size, decode_inputs, encode_outputs, requested_outputs
-from functions import repository
-from functions.batching import DynamicBatcher
-from functions.metadata import build_metadata
-from functions.metrics import FunctionMetrics, ModelMetrics
-from functions.priority import lower_current_thread_priority
-from functions.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 

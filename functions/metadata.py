@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from edgeinfer.functions.config import ModelConfig
+from edgeinfer.functions.repository import ModelEntry
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.tensors import TensorSpec
-from functions.config import ModelConfig
-from functions.repository import ModelEntry
 
 PLATFORM = "onnxruntime_onnx"
 

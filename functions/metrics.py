@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from edgeinfer.functions.batching import BatchStats
 from edgeinfer.metrics import CounterCell, FastCounter, FastHistogram, HistogramCell
-from functions.batching import BatchStats
 
 _LATENCY_BUCKETS = (
     0.0001,

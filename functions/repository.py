@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from functions.config import ModelConfig, load_config
+from edgeinfer.functions.config import ModelConfig, load_config
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from edgeinfer.functions.config import ModelConfig
 from edgeinfer.protocol.datatypes import NUMPY_DTYPES, ONNX_TO_DATATYPE
 from edgeinfer.protocol.tensors import Array, TensorSpec
-from functions.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from functions.priority import DEFAULT_COMPUTE_NICE
+from edgeinfer.functions.priority import DEFAULT_COMPUTE_NICE
 
 DEFAULT_PORT = 8080
 METRICS_TOKEN_ENV = "EDGEINFER_FUNCTION_METRICS_TOKEN"
@@ -139,11 +139,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+    from edgeinfer.functions.dataplane import DataPlane
+    from edgeinfer.functions.metrics_server import MetricsServer
+    from edgeinfer.functions.servicer import InferenceServicer
     from edgeinfer.protocol.grpc_service import add_inference_service
     from edgeinfer.protocol.tracing import Tracing
-    from functions.dataplane import DataPlane
-    from functions.metrics_server import MetricsServer
-    from functions.servicer import InferenceServicer
 
     trace_out: IO[str] | None = args.trace_file.open("a", buffering=1) if args.trace_file else None
     tracing = Tracing(args.trace, trace_out, service="edgeinfer-function")
@@ -241,9 +241,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         raise
     except Exception as exc:  # e.g. a repository or config error: one clear line, not a traceback
-        from functions.config import ConfigError
-        from functions.repository import RepositoryError
-        from functions.runtime import ModelLoadError
+        from edgeinfer.functions.config import ConfigError
+        from edgeinfer.functions.repository import RepositoryError
+        from edgeinfer.functions.runtime import ModelLoadError
 
         if isinstance(exc, ConfigError | RepositoryError | ModelLoadError):
             print(f"edgeinfer function: {exc}", file=sys.stderr)

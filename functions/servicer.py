@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from edgeinfer.functions.dataplane import DataPlane
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.errors import InferenceError
 from edgeinfer.protocol.tracing import Tracing
-from functions.dataplane import DataPlane
 
 log = logging.getLogger(__name__)
 

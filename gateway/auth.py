@@ -36,8 +36,8 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgeinfer.gateway.dataplane import authenticated_tenant
 from edgeinfer.protocol.errors import InferenceError, ResourceExhausted
-from gateway.dataplane import authenticated_tenant
 
 KEY_PREFIX = "ei_"
 HASH_SCHEME = "sha256:"

@@ -16,7 +16,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from functions.config import Autoscaling
+from edgeinfer.functions.config import Autoscaling
 
 
 @dataclass(frozen=True, slots=True)

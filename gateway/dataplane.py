@@ -15,7 +15,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cache.key import uncacheable_reason
+from edgeinfer.cache.key import uncacheable_reason
+from edgeinfer.gateway.backends.base import Backend, BackendError, request_arrival
+from edgeinfer.gateway.metrics import GatewayMetrics
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import DeadlineExceeded, InferenceError, ModelNotFound
 from edgeinfer.protocol.tensors import (
@@ -30,8 +32,6 @@ from edgeinfer.protocol.tensors import (
 )
 from edgeinfer.protocol.tracing import Tracing
 from edgeinfer.protocol.wire import id_field, parameter_field
-from gateway.backends.base import Backend, BackendError, request_arrival
-from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cache.stats import CacheStats
+from edgeinfer.cache.stats import CacheStats
 from edgeinfer.metrics import CounterCell, FastCounter, FastHistogram, HistogramCell
 
 _LATENCY_BUCKETS = (

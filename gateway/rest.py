@@ -11,12 +11,12 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgeinfer.gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane
+from edgeinfer.gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.datatypes import NUMPY_DTYPES
 from edgeinfer.protocol.errors import InferenceError, InvalidArgument
 from edgeinfer.protocol.tensors import Array, build_request, element_count, output_arrays, shape_text
-from gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane
-from gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 
 log = logging.getLogger(__name__)
 

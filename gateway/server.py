@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeinfer.exposure import is_loopback, read_secret
-from gateway.metrics import GatewayMetrics
-from gateway.settings import GatewaySettings, parse_route
+from edgeinfer.gateway.metrics import GatewayMetrics
+from edgeinfer.gateway.settings import GatewaySettings, parse_route
 
 log = logging.getLogger("edgeinfer.gateway")
 
@@ -166,8 +166,8 @@ class Security:
 
 
 def load_security(settings: GatewaySettings) -> Security:
+    from edgeinfer.gateway.auth import Authenticator, KeysFileError
     from edgeinfer.tls import ClientTLS, ServerTLS, TLSConfigError
-    from gateway.auth import Authenticator, KeysFileError
 
     try:
         server_tls = None
@@ -191,11 +191,11 @@ def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> tuple[Any
     """The prediction cache, its single-flight table and key function (None when caching is off)."""
     if settings.l1_max_bytes == 0 and settings.redis_url is None:
         return None, None, None
-    from cache.key import cache_key, key_parts_from_request
-    from cache.l1 import L1Cache
-    from cache.prediction_cache import PredictionCache
-    from cache.redis_store import RedisStore
-    from cache.singleflight import SingleFlight
+    from edgeinfer.cache.key import cache_key, key_parts_from_request
+    from edgeinfer.cache.l1 import L1Cache
+    from edgeinfer.cache.prediction_cache import PredictionCache
+    from edgeinfer.cache.redis_store import RedisStore
+    from edgeinfer.cache.singleflight import SingleFlight
 
     redis = None
     if settings.redis_url is not None:
@@ -241,14 +241,14 @@ async def serve(
     from aiohttp import web
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+    from edgeinfer.gateway.auth import GrpcAuthInterceptor, admin_middleware, rest_middleware
+    from edgeinfer.gateway.backends.local import LocalBackend
+    from edgeinfer.gateway.backends.static import StaticBackend
+    from edgeinfer.gateway.dataplane import GatewayDataPlane
+    from edgeinfer.gateway.rest import AdminFront, RestFront
+    from edgeinfer.gateway.servicer import GatewayServicer
     from edgeinfer.protocol.grpc_service import add_inference_service
     from edgeinfer.protocol.tracing import Tracing
-    from gateway.auth import GrpcAuthInterceptor, admin_middleware, rest_middleware
-    from gateway.backends.local import LocalBackend
-    from gateway.backends.static import StaticBackend
-    from gateway.dataplane import GatewayDataPlane
-    from gateway.rest import AdminFront, RestFront
-    from gateway.servicer import GatewayServicer
 
     security = load_security(settings)
     metrics = GatewayMetrics(settings.region)
@@ -269,7 +269,7 @@ async def serve(
         )
         await backend.start()
     elif knative is not None:
-        from gateway.backends.knative import KnativeBackend
+        from edgeinfer.gateway.backends.knative import KnativeBackend
 
         backend = KnativeBackend(knative, settings.max_message_bytes)
     else:
@@ -399,8 +399,8 @@ async def serve(
 
 def knative_routes_from(args: argparse.Namespace) -> Any:
     """--backend knative: model -> KnativeRoute; ValueError naming the flag to fix."""
-    from gateway.backends.knative import knative_routes
-    from knative.names import service_name
+    from edgeinfer.gateway.backends.knative import knative_routes
+    from edgeinfer.knative.names import service_name
 
     if args.function_tls_ca is not None:
         raise ValueError("--function-tls-* applies to --backend static; Knative Services are reached over h2c")

@@ -8,11 +8,11 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from edgeinfer.gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane, region_metadata
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import InferenceError, InvalidArgument
 from edgeinfer.protocol.grpc_service import decode_error
 from edgeinfer.protocol.tracing import TRACE_HEADERS
-from gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane, region_metadata
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from functions.config import Autoscaling, ConfigError, ModelConfig, load_config
-from knative import names as n
-from knative.deployer import Cluster, ClusterError, Progress, wait_ready
-from knative.manifest import (
+from edgeinfer.functions.config import Autoscaling, ConfigError, ModelConfig, load_config
+from edgeinfer.knative import names as n
+from edgeinfer.knative.deployer import Cluster, ClusterError, Progress, wait_ready
+from edgeinfer.knative.manifest import (
     DEFAULT_IMAGE,
     DEFAULT_MODEL_REPO_URI,
     METRICS,
@@ -37,7 +37,7 @@ from knative.manifest import (
     build_service,
     edgeinfer_version,
 )
-from knative.targets import (
+from edgeinfer.knative.targets import (
     UsageError,
     add_target_arguments,
     cluster_for,
@@ -46,8 +46,8 @@ from knative.targets import (
     table,
     topology_from,
 )
-from knative.validate import Problem, errors, validate, webhook_problems
-from regions.topology import Region
+from edgeinfer.knative.validate import Problem, errors, validate, webhook_problems
+from edgeinfer.regions.topology import Region
 
 DEFAULT_WAIT_TIMEOUT_S = 600.0
 # Flag → the Autoscaling field (Knative's annotation name) it overrides.

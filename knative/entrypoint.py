@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from pydantic import ValidationError
 
-from functions.config import ModelConfig
-from knative.manifest import ENV_ENGINE_CACHE, ENV_MODEL_REPO, ENV_MODELS, ENV_PROVIDERS
+from edgeinfer.functions.config import ModelConfig
+from edgeinfer.knative.manifest import ENV_ENGINE_CACHE, ENV_MODEL_REPO, ENV_MODELS, ENV_PROVIDERS
 
 ENV_HOST = "EDGEINFER_FUNCTION_HOST"
 ENV_WORK_DIR = "EDGEINFER_WORK_DIR"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from functions.examples import FRAUD_CONFIG, RANKER_CONFIG
-from knative import deploy_cli
-from knative.manifest import DEFAULT_IMAGE
-from knative.targets import selected_regions, topology_from
-from regions.topology import DEFAULT_TOPOLOGY_FILE
+from edgeinfer.functions.examples import FRAUD_CONFIG, RANKER_CONFIG
+from edgeinfer.knative import deploy_cli
+from edgeinfer.knative.manifest import DEFAULT_IMAGE
+from edgeinfer.knative.targets import selected_regions, topology_from
+from edgeinfer.regions.topology import DEFAULT_TOPOLOGY_FILE
 
 # file name -> the `edgeinfer deploy` arguments that print it (with --dry-run -o yaml)
 EXAMPLES: dict[str, list[str]] = {

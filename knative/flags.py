@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from knative.crd import service_schema
+from edgeinfer.knative.crd import service_schema
 
 FEATURES_NAMESPACE = "knative-serving"
 FEATURES_CONFIGMAP = "config-features"

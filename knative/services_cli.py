@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from knative import names as n
-from knative.deployer import ClusterError, readiness
-from knative.targets import (
+from edgeinfer.knative import names as n
+from edgeinfer.knative.deployer import ClusterError, readiness
+from edgeinfer.knative.targets import (
     UsageError,
     add_target_arguments,
     cluster_for,
@@ -21,7 +21,7 @@ from knative.targets import (
     table,
     topology_from,
 )
-from regions.topology import Region
+from edgeinfer.regions.topology import Region
 
 DELETE_WAIT_S = 60.0
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from knative.deployer import DEFAULT_REQUEST_TIMEOUT_S, Cluster, ClusterError, connect
-from knative.manifest import DEFAULT_NAMESPACE
-from regions.topology import DEFAULT_TOPOLOGY_FILE, Region, Topology, TopologyError, load_topology
+from edgeinfer.knative.deployer import DEFAULT_REQUEST_TIMEOUT_S, Cluster, ClusterError, connect
+from edgeinfer.knative.manifest import DEFAULT_NAMESPACE
+from edgeinfer.regions.topology import DEFAULT_TOPOLOGY_FILE, Region, Topology, TopologyError, load_topology
 
 T = TypeVar("T")
 

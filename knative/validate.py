@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import jsonschema
 
-from functions.config import parse_duration
-from knative import flags
-from knative import names as n
-from knative.crd import service_schema
+from edgeinfer.functions.config import parse_duration
+from edgeinfer.knative import flags
+from edgeinfer.knative import names as n
+from edgeinfer.knative.crd import service_schema
 
 # The queue-proxy and profiling ports of every Knative pod (pkg/apis/serving/k8s_validation.go).
 RESERVED_PORTS = {

@@ -1,6 +1,6 @@
 """Regions: the topology of the multi-region stack (`edgeinfer up`, `edgeinfer status`)."""
 
-from regions.topology import (
+from edgeinfer.regions.topology import (
     DEFAULT_TOPOLOGY_FILE,
     Gateway,
     Region,

@@ -36,10 +36,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from regions.drill_report import Action, Budgets, DrillResult, HealthChange, plot
-from regions.envoy_config import Timings
-from regions.processes import set_child_subreaper, wide_console_width
-from regions.topology import Topology, TopologyError, default_topology, load_topology
+from edgeinfer.regions.drill_report import Action, Budgets, DrillResult, HealthChange, plot
+from edgeinfer.regions.envoy_config import Timings
+from edgeinfer.regions.processes import set_child_subreaper, wide_console_width
+from edgeinfer.regions.topology import Topology, TopologyError, default_topology, load_topology
 
 SCENARIOS = ("kill", "blackhole", "slow", "flap")
 HEALTH_POLL_S = 0.05
@@ -89,7 +89,7 @@ class EnvoyWatch:
         self._thread.join(5)
 
     def _run(self) -> None:
-        from regions.envoy_process import host_health
+        from edgeinfer.regions.envoy_process import host_health
 
         last: dict[str, str] = {}
         while not self._stop.wait(HEALTH_POLL_S):
@@ -133,11 +133,11 @@ def _single_model_repo(source: Path, model: str, into: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgeinfer.functions.examples import write_examples
+    from edgeinfer.functions.repository import RepositoryError, scan
     from edgeinfer.loadgen import BenchOptions
     from edgeinfer.loadgen.runner import BackgroundBench
     from edgeinfer.up import Stack, UpError
-    from functions.examples import write_examples
-    from functions.repository import RepositoryError, scan
 
     console = Console(highlight=False, width=wide_console_width())
     try:

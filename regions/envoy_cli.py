@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from regions.envoy_config import EnvoyPorts, Timings, write_config
-from regions.topology import TopologyError, default_topology, load_topology
+from edgeinfer.regions.envoy_config import EnvoyPorts, Timings, write_config
+from edgeinfer.regions.topology import TopologyError, default_topology, load_topology
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if args.validate:
-        from regions.envoy_process import EnvoyNotFound, validate
+        from edgeinfer.regions.envoy_process import EnvoyNotFound, validate
 
         try:
             ok, output = validate(args.output)

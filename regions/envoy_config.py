@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from regions.topology import Topology, split_hostport
+from edgeinfer.regions.topology import Topology, split_hostport
 
 REGION_HEADER = "x-edgeinfer-region"
 EDGE_CLUSTER = "edge"

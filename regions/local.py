@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from regions.topology import Topology, join_hostport
+from edgeinfer.regions.topology import Topology, join_hostport
 
 DEFAULT_STATE_DIR = Path(".edgeinfer")
 STATE_FILE = "up.json"

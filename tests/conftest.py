@@ -1,19 +1,13 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit.pki import Pki, build_pki
+from testkit.procs import Proc, start_function
 
-# The repository root first, so the packages `functions`, `gateway`, `cache`... win over the test folders of
-# the same names; then tests/ itself, for the `procs` helpers.
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-
-from pki import Pki, build_pki  # noqa: E402
-from procs import Proc, start_function  # noqa: E402
-
-from functions.examples import write_examples  # noqa: E402
+from edgeinfer.functions.examples import write_examples
 
 
 @pytest.fixture(scope="session")

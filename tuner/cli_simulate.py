@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuner.planner import TunerSettings
-from tuner.policies import PLANNERS, POLICIES, demand_models
-from tuner.profiles import ALL_PROFILES, ModelProfile, gpu_cold_start, profile_named
-from tuner.simulate import SimResult, SimSettings, simulate, split_hits
-from tuner.traces import Trace, TraceError, read_trace
+from edgeinfer.tuner.planner import TunerSettings
+from edgeinfer.tuner.policies import PLANNERS, POLICIES, demand_models
+from edgeinfer.tuner.profiles import ALL_PROFILES, ModelProfile, gpu_cold_start, profile_named
+from edgeinfer.tuner.simulate import SimResult, SimSettings, simulate, split_hits
+from edgeinfer.tuner.traces import Trace, TraceError, read_trace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

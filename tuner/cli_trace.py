@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from tuner.traces import (
+from edgeinfer.tuner.traces import (
     DEFAULT_REGIONS,
     RegionSpec,
     TraceError,
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("spans", type=Path, nargs="+")
     imp.add_argument("--out", type=Path, required=True)
     imp.add_argument("--hit-ratio", type=float, default=0.0, help="the cache hit ratio to replay with")
-    from tuner.replay import add_replay_arguments
+    from edgeinfer.tuner.replay import add_replay_arguments
 
     add_replay_arguments(sub.add_parser("replay", help="the live check: replay a trace through a running stack"))
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             trace.write(args.out)
             print(f"wrote {args.out}: {format_stats(trace_stats(trace))}", end="")
             return 0
-        from tuner.replay import run_replay
+        from edgeinfer.tuner.replay import run_replay
 
         return run_replay(args)
     except (TraceError, ValueError) as exc:

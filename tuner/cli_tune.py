@@ -19,10 +19,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tuner.forecast import DemandModel, SlotForecast
-from tuner.live import KnativeApplier, KnobApplier, LiveError, LocalPoolApplier, ModelReadings, http_text, parse_metrics
-from tuner.planner import Decision, TunerSettings, apply_region_budget, decide_pool
-from tuner.profiles import CPU_PROFILES, ColdStart, LogNormal, ModelProfile
+from edgeinfer.tuner.forecast import DemandModel, SlotForecast
+from edgeinfer.tuner.live import (
+    KnativeApplier,
+    KnobApplier,
+    LiveError,
+    LocalPoolApplier,
+    ModelReadings,
+    http_text,
+    parse_metrics,
+)
+from edgeinfer.tuner.planner import Decision, TunerSettings, apply_region_budget, decide_pool
+from edgeinfer.tuner.profiles import CPU_PROFILES, ColdStart, LogNormal, ModelProfile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,9 +102,9 @@ def plan_region(region: str, rates: dict[str, float], profiles: dict[str, ModelP
 
 
 def run(args: argparse.Namespace) -> int:
-    from regions.topology import TopologyError, default_topology, load_topology
-    from tuner.policies import demand_models
-    from tuner.traces import TraceError, read_trace
+    from edgeinfer.regions.topology import TopologyError, default_topology, load_topology
+    from edgeinfer.tuner.policies import demand_models
+    from edgeinfer.tuner.traces import TraceError, read_trace
 
     try:
         topology = load_topology(args.topology) if args.topology else default_topology()

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from regions.observe import quantile_from_buckets
+from edgeinfer.regions.observe import quantile_from_buckets
 
 CALLS = "edgeinfer_gateway_function_calls_total"
 CALL_SECONDS = "edgeinfer_gateway_function_call_seconds"
@@ -124,7 +124,7 @@ class KnativeApplier:
         self._clusters: dict[str, Any] = {}
 
     def _cluster(self, region: str) -> Any:
-        from knative.deployer import ClusterError, connect
+        from edgeinfer.knative.deployer import ClusterError, connect
 
         if region not in self._clusters:
             context = self.contexts.get(region)
@@ -137,8 +137,8 @@ class KnativeApplier:
         return self._clusters[region]
 
     def current(self, region: str, model: str) -> dict[str, Any]:
-        from knative.deployer import ClusterError
-        from knative.names import service_name
+        from edgeinfer.knative.deployer import ClusterError
+        from edgeinfer.knative.names import service_name
 
         if self.dry_run:
             return {}
@@ -160,8 +160,8 @@ class KnativeApplier:
         from kubernetes import client as k8s
         from kubernetes.client.exceptions import ApiException
 
-        from knative import names
-        from knative.names import service_name
+        from edgeinfer.knative import names
+        from edgeinfer.knative.names import service_name
 
         name = service_name(model)
         annotations = {f"autoscaling.knative.dev/{k}": _annotation(k, v) for k, v in changes.items()}
@@ -184,7 +184,7 @@ DURATION_KNOBS = frozenset({"window", "scale-down-delay", "scale-to-zero-pod-ret
 
 def _annotation(knob: str, value: Any) -> str:
     """Knative's annotation text, as `edgeinfer deploy` writes it: durations as Go durations ("30s")."""
-    from knative.manifest import duration_text, number_text
+    from edgeinfer.knative.manifest import duration_text, number_text
 
     if isinstance(value, int | float) and not isinstance(value, bool):
         return duration_text(value) if knob in DURATION_KNOBS else number_text(value)

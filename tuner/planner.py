@@ -18,9 +18,9 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tuner.forecast import SlotForecast
-from tuner.profiles import ModelProfile
-from tuner.queueing import capacity, instances_for
+from edgeinfer.tuner.forecast import SlotForecast
+from edgeinfer.tuner.profiles import ModelProfile
+from edgeinfer.tuner.queueing import capacity, instances_for
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 

@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tuner.forecast import DemandModel
-from tuner.planner import Decision, TunerSettings, apply_region_budget, decide_pool, slot_label
-from tuner.queueing import instances_for
-from tuner.simulate import PolicyContext, Schedule, base_knobs
-from tuner.traces import Pool, Trace
+from edgeinfer.tuner.forecast import DemandModel
+from edgeinfer.tuner.planner import Decision, TunerSettings, apply_region_budget, decide_pool, slot_label
+from edgeinfer.tuner.queueing import instances_for
+from edgeinfer.tuner.simulate import PolicyContext, Schedule, base_knobs
+from edgeinfer.tuner.traces import Pool, Trace
 
 POLICIES = ("knative", "fixed-peak", "keepalive-10m", "hybrid", "tuner")
 

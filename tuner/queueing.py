@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tuner.profiles import ModelProfile
+from edgeinfer.tuner.profiles import ModelProfile
 
 
 def erlang_c(servers: int, offered: float) -> float:

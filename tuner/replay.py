@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from tuner.live import LiveError, LocalPoolApplier, http_text, parse_metrics
+from edgeinfer.tuner.live import LiveError, LocalPoolApplier, http_text, parse_metrics
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,12 +99,12 @@ def _payload(address: str, model: str) -> tuple[bytes, int]:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from regions.topology import default_topology, load_topology
-    from tuner.cli_simulate import model_profiles
-    from tuner.planner import TunerSettings
-    from tuner.policies import PLANNERS, demand_models, tuner_plan
-    from tuner.simulate import PolicyContext, SimSettings, base_knobs, simulate, split_hits
-    from tuner.traces import read_trace
+    from edgeinfer.regions.topology import default_topology, load_topology
+    from edgeinfer.tuner.cli_simulate import model_profiles
+    from edgeinfer.tuner.planner import TunerSettings
+    from edgeinfer.tuner.policies import PLANNERS, demand_models, tuner_plan
+    from edgeinfer.tuner.simulate import PolicyContext, SimSettings, base_knobs, simulate, split_hits
+    from edgeinfer.tuner.traces import read_trace
 
     trace = read_trace(args.trace)
     topology = load_topology(args.topology) if args.topology else default_topology()
@@ -182,7 +182,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def _zero() -> Any:
-    from tuner.live import ModelReadings
+    from edgeinfer.tuner.live import ModelReadings
 
     return ModelReadings()
 

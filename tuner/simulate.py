@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from functions.config import Autoscaling
-from gateway.autoscaler import KPA
-from tuner.profiles import ModelProfile
-from tuner.traces import Pool, Trace
+from edgeinfer.functions.config import Autoscaling
+from edgeinfer.gateway.autoscaler import KPA
+from edgeinfer.tuner.profiles import ModelProfile
+from edgeinfer.tuner.traces import Pool, Trace
 
 Schedule = list[tuple[float, Autoscaling]]  # knob changes (time, knobs), sorted
 

@@ -29,8 +29,8 @@ WANTED = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tenso
 def child(model: Path, variant: str, cache_dir: Path, runs: int) -> dict[str, Any]:
     """In a fresh process: load, first inference per batch size (the cold start), then timed runs."""
     started = time.perf_counter()
-    from functions.config import ModelConfig
-    from functions.runtime import OnnxModel
+    from edgeinfer.functions.config import ModelConfig
+    from edgeinfer.functions.runtime import OnnxModel
 
     settings = {**VARIANTS[variant], "max_batch_size": 64, "warmup": {"enabled": False}}
     settings.setdefault("tensorrt", {})["engine_cache_dir"] = str(cache_dir)
@@ -82,7 +82,7 @@ def main() -> int:
 
     import onnxruntime as ort
 
-    from functions.examples import build_ranker
+    from edgeinfer.functions.examples import build_ranker
 
     deadline = time.monotonic() + args.budget_s
     available = ort.get_available_providers()

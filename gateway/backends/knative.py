@@ -21,10 +21,10 @@ from typing import TypeVar
 
 import grpc
 
+from edgeinfer.gateway.backends.base import BackendError, FunctionEndpoint, Metadata, error_from_rpc
+from edgeinfer.knative.names import cluster_local_host, external_host
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
-from gateway.backends.base import BackendError, FunctionEndpoint, Metadata, error_from_rpc
-from knative.names import cluster_local_host, external_host
 
 T = TypeVar("T")
 KNATIVE_PORT = 80  # Knative Services listen on 80 for cleartext (h2c included)

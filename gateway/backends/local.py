@@ -27,14 +27,14 @@ from typing import Any
 
 import grpc
 
+from edgeinfer.functions import repository
+from edgeinfer.functions.config import Autoscaling
+from edgeinfer.functions.metadata import metadata_from_files
+from edgeinfer.gateway.autoscaler import KPA, Decision
+from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc, request_arrival
+from edgeinfer.gateway.metrics import GatewayMetrics
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import DeadlineExceeded, ModelNotFound, ResourceExhausted
-from functions import repository
-from functions.config import Autoscaling
-from functions.metadata import metadata_from_files
-from gateway.autoscaler import KPA, Decision
-from gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc, request_arrival
-from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import grpc
 
+from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
 from edgeinfer.tls import ClientTLS
-from gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
 
 T = TypeVar("T")
 

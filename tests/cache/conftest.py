@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit.procs import free_port
 
-# The repository root, so `import cache` finds the package rather than this tests/cache folder
-# (tests/ is on sys.path too, and a plain directory must not win as a namespace package).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from procs import free_port
-
-from cache.redis_server import RedisServer
+from edgeinfer.cache.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cache.breaker import BreakerState, CircuitBreaker
+from edgeinfer.cache.breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

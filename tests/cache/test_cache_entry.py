@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache.entry import HEADER_SIZE, decode_entry, encode_entry
+from edgeinfer.cache.entry import HEADER_SIZE, decode_entry, encode_entry
 
 
 def test_round_trip() -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cache.key import (
+from edgeinfer.cache.key import (
     DIGEST_SIZE,
     KEY_VERSION,
     NON_SEMANTIC_PARAMETERS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from cache.l1 import ENTRY_OVERHEAD_BYTES, L1Cache
+from edgeinfer.cache.l1 import ENTRY_OVERHEAD_BYTES, L1Cache
 
 
 class Clock:

@@ -6,13 +6,13 @@ import asyncio
 import time
 
 import redis.asyncio as aioredis
-from procs import free_port
+from testkit.procs import free_port
 
-from cache.breaker import BreakerState, CircuitBreaker
-from cache.l1 import L1Cache
-from cache.prediction_cache import PredictionCache
-from cache.redis_server import RedisServer
-from cache.redis_store import RedisStore
+from edgeinfer.cache.breaker import BreakerState, CircuitBreaker
+from edgeinfer.cache.l1 import L1Cache
+from edgeinfer.cache.prediction_cache import PredictionCache
+from edgeinfer.cache.redis_server import RedisServer
+from edgeinfer.cache.redis_store import RedisStore
 
 # Budgets for these tests: small enough to matter, large enough for a busy 2-core box.
 GET_BUDGET = 0.01

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from cache.entry import encode_entry
-from cache.l1 import L1Cache
-from cache.prediction_cache import PredictionCache
-from cache.redis_server import RedisServer
-from cache.redis_store import RedisStore, redact_url
+from edgeinfer.cache.entry import encode_entry
+from edgeinfer.cache.l1 import L1Cache
+from edgeinfer.cache.prediction_cache import PredictionCache
+from edgeinfer.cache.redis_server import RedisServer
+from edgeinfer.cache.redis_store import RedisStore, redact_url
 
 # Generous budgets: these tests check behaviour, not latency, on a busy 2-core machine.
 GET_BUDGET = 0.5

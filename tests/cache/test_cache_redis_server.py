@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import free_port
+from testkit.procs import free_port
 
-from cache import redis_server
-from cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
+from edgeinfer.cache import redis_server
+from edgeinfer.cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
 
 
 def test_finds_a_binary() -> None:

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from cache.l1 import L1Cache
-from cache.prediction_cache import PredictionCache
-from cache.redis_server import RedisServer
-from cache.redis_store import RedisStore
-from cache.singleflight import SingleFlight
+from edgeinfer.cache.l1 import L1Cache
+from edgeinfer.cache.prediction_cache import PredictionCache
+from edgeinfer.cache.redis_server import RedisServer
+from edgeinfer.cache.redis_store import RedisStore
+from edgeinfer.cache.singleflight import SingleFlight
 
 
 def test_concurrent_identical_calls_run_once() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cache.breaker import CircuitBreaker
-from cache.prediction_cache import PredictionCache
-from cache.redis_server import RedisServer
-from cache.redis_store import RedisStore
+from edgeinfer.cache.breaker import CircuitBreaker
+from edgeinfer.cache.prediction_cache import PredictionCache
+from edgeinfer.cache.redis_server import RedisServer
+from edgeinfer.cache.redis_store import RedisStore
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

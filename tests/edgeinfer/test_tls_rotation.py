@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import grpc
-from pki import Authority, Pair
-from procs import Proc, free_port
+from testkit.pki import Authority, Pair
+from testkit.procs import Proc, free_port
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from procs import grpc_ready
+from testkit.procs import grpc_ready
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request

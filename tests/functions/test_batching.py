@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from edgeinfer.functions.batching import BatchStats, DynamicBatcher
 from edgeinfer.protocol.errors import ResourceExhausted
-from functions.batching import BatchStats, DynamicBatcher
 
 
 class Recorder:

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import yaml
 
-from functions.config import load_config
-from functions.repository import scan
+from edgeinfer.functions.config import load_config
+from edgeinfer.functions.repository import scan
 
 
 def test_fraud_is_a_real_trained_classifier(model_repo: Path) -> None:

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from procs import start_function
+from testkit.procs import start_function
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc

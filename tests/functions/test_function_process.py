@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from procs import free_port, grpc_ready, start_function
+from testkit.procs import free_port, grpc_ready, start_function
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request
@@ -39,7 +39,7 @@ def test_port_from_env_metrics_and_batching(model_repo: Path, tmp_path: Path) ->
     import subprocess
     import sys
 
-    from procs import Proc
+    from testkit.procs import Proc
 
     proc = Proc(
         [

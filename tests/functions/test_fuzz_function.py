@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import grpc
-import hostile
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from procs import Proc, start_function
+from testkit import hostile
+from testkit.procs import Proc, start_function
 
 # Growth of the function's resident memory over the whole module that counts as unbounded.
 RSS_GROWTH_LIMIT = 96 * 1024 * 1024

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pki import Pki, client_context
-from procs import Proc, free_port, grpc_ready
+from testkit.pki import Pki, client_context
+from testkit.procs import Proc, free_port, grpc_ready
 
 TOKEN = "metrics-token-4e1f0b7d9a"
 

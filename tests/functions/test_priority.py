@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from procs import start_function
+from testkit.procs import start_function
 
-from functions.priority import MAX_NICE, lower_current_thread_priority
+from edgeinfer.functions.priority import MAX_NICE, lower_current_thread_priority
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are a Linux feature")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from functions.config import ModelConfig
-from functions.runtime import OnnxModel, provider_chain, trt_profiles
+from edgeinfer.functions.config import ModelConfig
+from edgeinfer.functions.runtime import OnnxModel, provider_chain, trt_profiles
 
 
 def test_gpu_providers_fall_back_to_cpu_on_a_cpu_build(model_repo: Path, tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_tensorrt_profiles_cover_every_batch_size_with_one_engine(model_repo: Pa
 def test_an_unwritable_engine_cache_keeps_tensorrt_without_its_cache(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from functions.runtime import _usable_engine_cache
+    from edgeinfer.functions.runtime import _usable_engine_cache
 
     chain = [
         (

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
+from edgeinfer.functions.servicer import _maps_errors
 from edgeinfer.protocol.errors import DeadlineExceeded, ResourceExhausted
-from functions.servicer import _maps_errors
 
 
 class AbortError(Exception):

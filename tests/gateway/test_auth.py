@@ -20,14 +20,14 @@ import grpc
 import numpy as np
 import pytest
 import redis
-from procs import Proc, free_port, start_gateway
+from testkit.procs import Proc, free_port, start_gateway
 
-from cache.redis_server import RedisServer
+from edgeinfer.cache.redis_server import RedisServer
+from edgeinfer.gateway.auth import Authenticator, KeysFile, KeysFileError, TokenBucket, new_key
+from edgeinfer.gateway.settings import GatewaySettings
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request
-from gateway.auth import Authenticator, KeysFile, KeysFileError, TokenBucket, new_key
-from gateway.settings import GatewaySettings
 
 PREFIX = "authtest:"
 REDIS_PASSWORD = "redis-pw-Zq8x"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from functions.config import Autoscaling
-from gateway.autoscaler import KPA
+from edgeinfer.functions.config import Autoscaling
+from edgeinfer.gateway.autoscaler import KPA
 
 
 def knobs(**kw: object) -> Autoscaling:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-import hostile
 import pytest
 from hypothesis import given
-from procs import Proc, start_function, start_gateway
+from testkit import hostile
+from testkit.procs import Proc, start_function, start_gateway
 
 RSS_GROWTH_LIMIT = 96 * 1024 * 1024
 L1_BYTES = 4 * 1024 * 1024

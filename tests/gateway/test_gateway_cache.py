@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import redis
 import yaml
-from procs import Proc, free_port, scrape_metrics, start_function, start_gateway
+from testkit.procs import Proc, free_port, scrape_metrics, start_function, start_gateway
 
-from cache.redis_server import RedisServer
+from edgeinfer.cache.redis_server import RedisServer
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request, output_arrays

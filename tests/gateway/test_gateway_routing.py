@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from procs import Proc, free_port, scrape_metrics, start_function, start_gateway
+from testkit.procs import Proc, free_port, scrape_metrics, start_function, start_gateway
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from procs import start_function, start_gateway
+from testkit.procs import start_function, start_gateway
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request

@@ -15,12 +15,12 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from procs import Proc, free_port, start_gateway
+from testkit.procs import Proc, free_port, start_gateway
 
+from edgeinfer.gateway.backends.knative import knative_routes
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request, output_arrays
-from gateway.backends.knative import knative_routes
 
 DOMAIN = "eu-west.example.com"
 HOST = f"fraud.default.{DOMAIN}"

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from procs import scrape_metrics, start_gateway
+from testkit.procs import scrape_metrics, start_gateway
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request

@@ -19,8 +19,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from pki import Pair, Pki, client_context
-from procs import Proc, free_port
+from testkit.pki import Pair, Pki, client_context
+from testkit.procs import Proc, free_port
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc

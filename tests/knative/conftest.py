@@ -4,17 +4,12 @@ through the real `kubernetes` client over HTTP."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))  # knative_clusters, for the tests of this folder
-
-from knative_clusters import TOKEN, Clusters, start_emulator
-from procs import Proc, free_port
+from testkit.knative_clusters import TOKEN, Clusters, start_emulator
+from testkit.procs import Proc, free_port
 
 
 def _region(name: str, port: int, context: str | None, domain: str | None = None) -> dict[str, object]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from knative_clusters import TOKEN, Clusters
+from testkit.knative_clusters import TOKEN, Clusters
 
 from edgeinfer.cli import main
-from knative.deployer import connect
+from edgeinfer.knative.deployer import connect
 
 _namespaces = itertools.count()
 

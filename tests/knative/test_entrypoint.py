@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from procs import Proc, free_port, grpc_ready
+from testkit.procs import Proc, free_port, grpc_ready
 
+from edgeinfer.knative.manifest import build_service
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
-from knative.manifest import build_service
 
 
 def manifest_env(model_repo: Path, cache: Path) -> dict[str, str]:
@@ -27,7 +27,7 @@ def manifest_env(model_repo: Path, cache: Path) -> dict[str, str]:
 def test_entrypoint_serves_only_its_model_with_the_manifests_settings(model_repo: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {**manifest_env(model_repo, tmp_path / "trt"), "PORT": str(port), "EDGEINFER_WORK_DIR": str(tmp_path / "w")}
-    proc = Proc([sys.executable, "-m", "knative.entrypoint"], tmp_path / "function.log", env)
+    proc = Proc([sys.executable, "-m", "edgeinfer.knative.entrypoint"], tmp_path / "function.log", env)
     address = f"127.0.0.1:{port}"
     try:
         proc.wait_until(lambda: grpc_ready(address), 60.0, "function from the entry point")
@@ -59,7 +59,7 @@ def test_entrypoint_names_the_variable_to_fix(model_repo: Path, tmp_path: Path) 
     }
     for words, env in cases.items():
         result = subprocess.run(
-            [sys.executable, "-m", "knative.entrypoint"],
+            [sys.executable, "-m", "edgeinfer.knative.entrypoint"],
             env={"PATH": "/usr/bin:/bin", "EDGEINFER_WORK_DIR": str(tmp_path / "w"), **env},
             capture_output=True,
             text=True,

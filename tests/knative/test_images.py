@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knative.manifest import CONTAINER_PORT, ENGINE_CACHE_PATH, ENV_ENGINE_CACHE, build_service
+from edgeinfer.knative.manifest import CONTAINER_PORT, ENGINE_CACHE_PATH, ENV_ENGINE_CACHE, build_service
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -14,7 +14,7 @@ def test_function_image_matches_the_manifest() -> None:
     assert f"VOLUME {ENGINE_CACHE_PATH}" in dockerfile
     assert f"{ENV_ENGINE_CACHE}={ENGINE_CACHE_PATH}" in dockerfile
     assert f"EXPOSE {CONTAINER_PORT}" in dockerfile and f"PORT={CONTAINER_PORT}" in dockerfile
-    assert 'ENTRYPOINT ["python", "-m", "knative.entrypoint"]' in dockerfile
+    assert 'ENTRYPOINT ["python", "-m", "edgeinfer.knative.entrypoint"]' in dockerfile
     assert "'.[gpu]'" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
     mount = build_service("fraud", "us-east").manifest["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert mount[0]["mountPath"] == ENGINE_CACHE_PATH

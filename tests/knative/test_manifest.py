@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from edgeinfer.cli import main
-from functions.config import Autoscaling
-from knative import examples
-from knative.manifest import ENGINE_CACHE_PATH, ServiceOptions, autoscaling_annotations, build_service
-from knative.validate import errors, validate
+from edgeinfer.functions.config import Autoscaling
+from edgeinfer.knative import examples
+from edgeinfer.knative.manifest import ENGINE_CACHE_PATH, ServiceOptions, autoscaling_annotations, build_service
+from edgeinfer.knative.validate import errors, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOBS = (

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from knative import flags
-from knative.manifest import EngineCache, ServiceOptions, Toleration, TrafficTarget, build_service
-from knative.validate import errors, schema_problems, validate
+from edgeinfer.knative import flags
+from edgeinfer.knative.manifest import EngineCache, ServiceOptions, Toleration, TrafficTarget, build_service
+from edgeinfer.knative.validate import errors, schema_problems, validate
 
 Manifest = dict[str, Any]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from procs import free_port
+from testkit.procs import free_port
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 

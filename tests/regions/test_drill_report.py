@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regions.drill_report import Action, Budgets, DrillResult, HealthChange, plot, timeline
+from edgeinfer.regions.drill_report import Action, Budgets, DrillResult, HealthChange, plot, timeline
 
 
 def _result(events: list[tuple[float, float, str, str]], health: list[HealthChange], **budgets: float) -> DrillResult:

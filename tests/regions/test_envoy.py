@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from procs import Proc, free_port, grpc_ready, start_gateway
+from testkit.procs import Proc, free_port, grpc_ready, start_gateway
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request
-from regions.envoy_config import EDS_DIR, EnvoyPorts, bootstrap, write_config, write_eds
-from regions.envoy_process import envoy_argv, find_envoy, host_health, is_ready, validate
-from regions.topology import Topology, default_topology, parse_topology
+from edgeinfer.regions.envoy_config import EDS_DIR, EnvoyPorts, bootstrap, write_config, write_eds
+from edgeinfer.regions.envoy_process import envoy_argv, find_envoy, host_health, is_ready, validate
+from edgeinfer.regions.topology import Topology, default_topology, parse_topology
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 NEIGHBOURS = {"us-east": ["eu-west", "ap-south"], "eu-west": ["us-east", "ap-south"], "ap-south": ["eu-west"]}

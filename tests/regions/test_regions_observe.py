@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from regions.observe import model_figures, quantile_from_buckets
+from edgeinfer.regions.observe import model_figures, quantile_from_buckets
 
 INF = math.inf
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from regions.local import entry_address, local_layout
-from regions.topology import (
+from edgeinfer.regions.local import entry_address, local_layout
+from edgeinfer.regions.topology import (
     DEFAULT_TOPOLOGY_FILE,
     TopologyError,
     default_topology,

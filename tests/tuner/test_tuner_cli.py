@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from procs import start_gateway
+from testkit.procs import start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 

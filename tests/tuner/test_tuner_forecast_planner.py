@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from tuner.forecast import DemandModel, SlotForecast
-from tuner.planner import TunerSettings, apply_region_budget, burst_instances, decide_pool
-from tuner.profiles import CPU_PROFILES, GPU_PROFILES
+from edgeinfer.tuner.forecast import DemandModel, SlotForecast
+from edgeinfer.tuner.planner import TunerSettings, apply_region_budget, burst_instances, decide_pool
+from edgeinfer.tuner.profiles import CPU_PROFILES, GPU_PROFILES
 
 
 def _history(days: int = 7, bin_s: float = 60.0, seed: int = 1) -> np.ndarray:

@@ -4,19 +4,15 @@ keeps every other field `edgeinfer deploy` applied."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from testkit.knative_clusters import TOKEN, start_emulator
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "knative"))  # the emulator helpers of tests/knative
-
-from knative_clusters import TOKEN, start_emulator
-
-from knative.deployer import connect
-from tuner.live import KnativeApplier, LiveError
+from edgeinfer.knative.deployer import connect
+from edgeinfer.tuner.live import KnativeApplier, LiveError
 
 NAMESPACE = "tuned"
 IMAGE = "registry.example.com/fraud:v1"

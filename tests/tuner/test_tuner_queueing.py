@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tuner.profiles import ModelProfile
-from tuner.queueing import capacity, erlang_c, instances_for, operating_batch, wait_tail, warm_path
+from edgeinfer.tuner.profiles import ModelProfile
+from edgeinfer.tuner.queueing import capacity, erlang_c, instances_for, operating_batch, wait_tail, warm_path
 
 
 def test_erlang_c_matches_closed_forms() -> None:

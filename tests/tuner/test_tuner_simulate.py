@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from functions.config import Autoscaling
-from tuner.policies import hybrid_windows
-from tuner.profiles import ColdStart, LogNormal, ModelProfile
-from tuner.simulate import SimSettings, base_knobs, simulate_pool
+from edgeinfer.functions.config import Autoscaling
+from edgeinfer.tuner.policies import hybrid_windows
+from edgeinfer.tuner.profiles import ColdStart, LogNormal, ModelProfile
+from edgeinfer.tuner.simulate import SimSettings, base_knobs, simulate_pool
 
 
 def _poisson(rate: float, duration: float, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuner.traces import TraceError, TraceParams, generate, read_trace, trace_stats
+from edgeinfer.tuner.traces import TraceError, TraceParams, generate, read_trace, trace_stats
 
 
 def test_generated_trace_follows_the_azure_statistics() -> None:

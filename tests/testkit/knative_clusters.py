@@ -7,7 +7,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Proc, free_port
+from testkit.procs import Proc, free_port
 
 EMULATOR = Path(__file__).with_name("k8s_emulator.py")
 TOKEN = "s3cret-bearer-token-never-logged"

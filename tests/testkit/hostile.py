@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from edgeinfer.functions.examples import write_examples
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.datatypes import NUMPY_DTYPES
 from edgeinfer.protocol.tensors import build_request
-from functions.examples import write_examples
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
