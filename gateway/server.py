@@ -400,7 +400,7 @@ async def serve(
 def knative_routes_from(args: argparse.Namespace) -> Any:
     """--backend knative: model -> KnativeRoute; ValueError naming the flag to fix."""
     from edgeinfer.gateway.backends.knative import knative_routes
-    from edgeinfer.knative.names import service_name
+    from edgeinfer.knative_names import service_name
 
     if args.function_tls_ca is not None:
         raise ValueError("--function-tls-* applies to --backend static; Knative Services are reached over h2c")

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from edgeinfer import knative_names as n
 from edgeinfer.functions.config import Autoscaling, ConfigError, ModelConfig, load_config
-from edgeinfer.knative import names as n
 from edgeinfer.knative.deployer import Cluster, ClusterError, Progress, wait_ready
 from edgeinfer.knative.manifest import (
     DEFAULT_IMAGE,

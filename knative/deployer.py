@@ -21,8 +21,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from edgeinfer import knative_names as n
 from edgeinfer.knative import flags
-from edgeinfer.knative import names as n
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 DEFAULT_REQUEST_TIMEOUT_S = 10.0

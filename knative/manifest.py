@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeinfer import knative_names as n
 from edgeinfer.functions.config import Autoscaling
 from edgeinfer.knative import flags
-from edgeinfer.knative import names as n
 
 DEFAULT_IMAGE = "edgeinfer/function:0.1.0"  # what `docker build -f deploy/function.Dockerfile` is tagged in docs
 DEFAULT_NAMESPACE = "default"

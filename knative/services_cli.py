@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from edgeinfer.knative import names as n
+from edgeinfer import knative_names as n
 from edgeinfer.knative.deployer import ClusterError, readiness
 from edgeinfer.knative.targets import (
     UsageError,

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import jsonschema
 
+from edgeinfer import knative_names as n
 from edgeinfer.functions.config import parse_duration
 from edgeinfer.knative import flags
-from edgeinfer.knative import names as n
 from edgeinfer.knative.crd import service_schema
 
 # The queue-proxy and profiling ports of every Knative pod (pkg/apis/serving/k8s_validation.go).

@@ -138,7 +138,7 @@ class KnativeApplier:
 
     def current(self, region: str, model: str) -> dict[str, Any]:
         from edgeinfer.knative.deployer import ClusterError
-        from edgeinfer.knative.names import service_name
+        from edgeinfer.knative_names import service_name
 
         if self.dry_run:
             return {}
@@ -161,7 +161,7 @@ class KnativeApplier:
         from kubernetes.client.exceptions import ApiException
 
         from edgeinfer.knative import names
-        from edgeinfer.knative.names import service_name
+        from edgeinfer.knative_names import service_name
 
         name = service_name(model)
         annotations = {f"autoscaling.knative.dev/{k}": _annotation(k, v) for k, v in changes.items()}

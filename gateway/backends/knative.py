@@ -22,7 +22,7 @@ from typing import TypeVar
 import grpc
 
 from edgeinfer.gateway.backends.base import BackendError, FunctionEndpoint, Metadata, error_from_rpc
-from edgeinfer.knative.names import cluster_local_host, external_host
+from edgeinfer.knative_names import cluster_local_host, external_host
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
 

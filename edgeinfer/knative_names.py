@@ -1,4 +1,6 @@
-"""The names, labels and addresses the Knative objects of a model get, and the Kubernetes rules they follow."""
+"""The names, labels and addresses the Knative objects of a model get, and the Kubernetes rules they follow.
+
+In the ground layer because the gateway (which finds Services by these names) sits below knative/."""
 
 from __future__ import annotations
 
