@@ -10,6 +10,12 @@ See docs/cache.md. Typical use in the gateway:
             cache.put(key, response_bytes, ttl_seconds, compute_seconds)
 """
 
+# A folder at the top of the repository (the user's layout), but a subpackage of edgeinfer: under
+# another name its modules would load twice, with two copies of their state.
+if __name__ != "edgeinfer.cache":
+    raise ImportError(f"import edgeinfer.cache, not {__name__}: cache/ is part of the edgeinfer package")
+
+
 from edgeinfer.cache.breaker import BreakerState, CircuitBreaker
 from edgeinfer.cache.entry import Entry, decode_entry, encode_entry
 from edgeinfer.cache.key import (

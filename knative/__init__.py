@@ -8,3 +8,9 @@
 - deploy_cli.py, services_cli.py: `edgeinfer deploy` and `edgeinfer services list|describe|delete`.
 - entrypoint.py: the function image's entry point (model repository URI, providers, engine cache).
 """
+
+# A folder at the top of the repository (the user's layout), but a subpackage of edgeinfer: under
+# another name its modules would load twice, with two copies of their state.
+if __name__ != "edgeinfer.knative":
+    raise ImportError(f"import edgeinfer.knative, not {__name__}: knative/ is part of the edgeinfer package")
+

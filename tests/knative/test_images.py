@@ -15,7 +15,8 @@ def test_function_image_matches_the_manifest() -> None:
     assert f"{ENV_ENGINE_CACHE}={ENGINE_CACHE_PATH}" in dockerfile
     assert f"EXPOSE {CONTAINER_PORT}" in dockerfile and f"PORT={CONTAINER_PORT}" in dockerfile
     assert 'ENTRYPOINT ["python", "-m", "edgeinfer.knative.entrypoint"]' in dockerfile
-    assert "'.[gpu]'" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
+    assert "pip install --no-cache-dir -r requirements/function.txt -r requirements/gpu.txt" in dockerfile
+    assert "pip install --no-cache-dir --no-deps ." in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
     mount = build_service("fraud", "us-east").manifest["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert mount[0]["mountPath"] == ENGINE_CACHE_PATH
 
