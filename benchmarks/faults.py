@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -33,27 +32,30 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from edgeinfer.functions.examples import write_examples  # noqa: E402
+from edgeinfer.gateway.admin_client import AdminClient  # noqa: E402
 from edgeinfer.loadgen import BenchOptions  # noqa: E402
 from edgeinfer.loadgen.runner import BackgroundBench  # noqa: E402
-from edgeinfer.regions.envoy_process import wait_ready  # noqa: E402
 from edgeinfer.regions.topology import default_topology  # noqa: E402
-from edgeinfer.up import RegionProcesses, Stack  # noqa: E402
+from edgeinfer.stack.local import LocalStack, Region  # noqa: E402
 
 RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"}
 Fault = tuple[Callable[[], None], Callable[[], None]]
 
 
-def _pools(region: RegionProcesses) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://{region.endpoints.admin}/v1/pools", timeout=5) as reply:
-        pools: dict[str, Any] = json.loads(reply.read())["pools"]
-        return pools
+def _admin(region: Region) -> AdminClient:
+    assert region.endpoints.admin is not None
+    return AdminClient(region.endpoints.admin)
 
 
-def faults(stack: Stack, region: RegionProcesses) -> dict[str, Fault]:
+def _pools(region: Region) -> dict[str, Any]:
+    return _admin(region).pools()
+
+
+def faults(stack: LocalStack, region: Region) -> dict[str, Fault]:
     import redis
 
     assert region.redis is not None
-    redis_server = region.redis
+    redis_server = region.redis.server
     pausing = threading.Event()
 
     def kill_function() -> None:
@@ -72,13 +74,13 @@ def faults(stack: Stack, region: RegionProcesses) -> dict[str, Fault]:
 
     def kill_envoy() -> None:
         assert stack.envoy is not None
-        stack.envoy.send_signal(signal.SIGKILL)
-        stack.envoy.wait()
+        stack.envoy.signal(signal.SIGKILL)
+        stack.envoy.wait(30)
 
     def start_envoy() -> None:
-        stack._spawn_envoy()
         assert stack.envoy is not None
-        wait_ready(stack.envoy, stack.topology.envoy_admin, 30)
+        stack.start_envoy()
+        stack.supervisor.wait_ready([stack.envoy], 30)
 
     def restart_envoy() -> None:
         kill_envoy()
@@ -86,7 +88,7 @@ def faults(stack: Stack, region: RegionProcesses) -> dict[str, Fault]:
 
     def term_gateway() -> None:
         assert region.gateway is not None
-        region.gateway.send_signal(signal.SIGTERM)
+        region.gateway.signal(signal.SIGTERM)
 
     def restart_gateway() -> None:
         assert region.gateway is not None
@@ -102,7 +104,7 @@ def faults(stack: Stack, region: RegionProcesses) -> dict[str, Fault]:
     }
 
 
-def run_fault(stack: Stack, name: str, fault: Fault, rps: float, phase: float) -> dict[str, Any]:
+def run_fault(stack: LocalStack, name: str, fault: Fault, rps: float, phase: float) -> dict[str, Any]:
     """Load in a thread; the fault from this (main) thread, which outlives whatever it starts: a child's
     parent-death signal follows the thread that started it."""
     inject, undo = fault
@@ -178,7 +180,7 @@ def main() -> int:
     write_examples(repo)
     (repo / "ranker").rename(work / "ranker-unused")  # the faults need fraud only: spare the cores
     topology = default_topology(base_port=18101, redis_base_port=16380, entry=18001, envoy_admin=19901)
-    stack = Stack(topology, None, topology.entry, repo, work / "state", 120.0, console)
+    stack = LocalStack(topology, None, topology.entry, repo, work / "state", 120.0, console)
     stack.install_signal_handlers()
     results = []
     try:
@@ -187,10 +189,7 @@ def main() -> int:
             stack.start(progress)
         region = stack.regions[0]
         for other in stack.regions:  # warm standby, as in the drills
-            request = urllib.request.Request(
-                f"http://{other.endpoints.admin}/v1/pools/fraud", data=b'{"min-scale": 2}', method="PATCH"
-            )
-            urllib.request.urlopen(request, timeout=5).read()
+            _admin(other).update_pool("fraud", {"min-scale": 2})
         for name, fault in faults(stack, region).items():
             deadline = time.monotonic() + 60
             while sum(i["state"] == "ready" for i in _pools(region)["fraud"]["instances"]) < 2:

@@ -46,12 +46,13 @@ from benchmarks.common.bench import edgeinfer_command  # noqa: E402
 from benchmarks.common.noop_probe import NoopProbe, ProbeResult  # noqa: E402
 from benchmarks.common.procs import ManagedProcess, free_port, wait_ready  # noqa: E402
 from edgeinfer.functions.examples import write_examples  # noqa: E402
+from edgeinfer.functions.metrics import FUNCTION_REQUEST_SECONDS  # noqa: E402
 from edgeinfer.loadgen import BenchOptions, BenchReport, run_bench  # noqa: E402
 
 DEADLINE_MS = 100.0
 WARMUP_S = 2.0
 REJECTED = "RESOURCE_EXHAUSTED"
-SERVER_HISTOGRAM = "edgeinfer_function_request_seconds"
+SERVER_HISTOGRAM = FUNCTION_REQUEST_SECONDS
 
 
 def percentile(values: list[float], q: float) -> float | None:

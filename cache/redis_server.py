@@ -1,9 +1,10 @@
 """Find and run a local Redis (or Valkey) server: for `edgeinfer up` and for tests.
 
 The server runs in its own process group with persistence off, bound to
-loopback by default. Readiness is a real round trip: `INFO server` over a
-socket must answer with this child's process id (so a stranger already on
-the port is never mistaken for ours). stop() takes the whole group down.
+loopback by default, and dies with its parent (edgeinfer/children.py).
+Readiness is a real round trip: `INFO server` over a socket must answer with
+this child's process id (so a stranger already on the port is never mistaken
+for ours). stop() takes the whole group down.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import IO, Final
 from urllib.parse import quote
 
 from edgeinfer.cache.redis_store import redact_url
+from edgeinfer.children import spawn
 
 BINARY_ENV: Final = "EDGEINFER_REDIS_SERVER"
 
@@ -145,6 +147,11 @@ class RedisServer:
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the server has exited (None while it runs or before start())."""
+        return self._popen.poll() if self._popen is not None else None
+
     def start(self) -> None:
         if self.running:
             return
@@ -161,10 +168,9 @@ class RedisServer:
             "--dir", str(self.dir), "--daemonize", "no", *self.extra_args,
         ]
         self._log = self.log_path.open("ab")
-        self._popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.dir,
-        )
+        # Dies with this thread of its parent (SIGKILL: a cache, persistence off), so no Redis outlives a
+        # killed `edgeinfer up` or test run holding its port.
+        self._popen = spawn(argv, self._log, cwd=self.dir)
         _live.add(self)
 
     def output(self) -> str:

@@ -8,6 +8,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from edgeinfer.version import __version__
+
 # name -> (module under edgeinfer with add_arguments(parser) and run(args), help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "function": ("functions.server", "serve an ONNX model repository over the Open Inference Protocol"),
@@ -15,12 +17,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.server", "the regional gateway: prediction cache in front of inference functions"),
     "apikey": ("gateway.auth", "make an API key for a tenant and print the digest for the gateway's --api-keys file"),
     "bench": ("loadgen.cli", "open-loop load generator with HDR latency histograms"),
-    "up": ("up", "run the multi-region stack on this machine (Envoy, Redis + gateway per region)"),
-    "status": ("status", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
+    "up": ("stack.up_cli", "run the multi-region stack on this machine (Envoy, Redis + gateway per region)"),
+    "status": ("stack.status_cli", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
     "deploy": ("knative.deploy_cli", "deploy a model as a Knative Service per region (validated; --dry-run -o yaml)"),
     "services": ("knative.services_cli", "the model Services on Knative per region: list, describe, delete"),
     "envoy-config": ("regions.envoy_cli", "write the Envoy bootstrap (priority failover, EDS files) of one edge"),
-    "drill": ("regions.drill", "fault a region (kill, blackhole, slow, flap) under load through Envoy; report"),
+    "drill": ("stack.drill_cli", "fault a region (kill, blackhole, slow, flap) under load through Envoy; report"),
     "tune": ("tuner.cli_tune", "per-region warm-pool plan (min-scale per model) holding the p99 SLO; --apply sets it"),
     "simulate": ("tuner.cli_simulate", "replay a trace through a model of the regions and compare warm-pool policies"),
     "trace": ("tuner.cli_trace", "generate, inspect, import (from gateway spans) and replay request traces"),
@@ -29,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Serverless, edge-cached inference.")
+    parser.add_argument("--version", action="version", version=f"edgeinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)

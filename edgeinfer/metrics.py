@@ -7,6 +7,7 @@ event loop only, and turn them into metric families when scraped.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -92,3 +93,26 @@ class FastHistogram(_Family):
                 buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(cumulative)))
             family.add_metric(list(values), buckets, sum_value=cell.sum)
         yield family
+
+
+def quantile_from_buckets(q: float, buckets: Sequence[tuple[float, float]]) -> tuple[float | None, bool]:
+    """Estimate the q-quantile from cumulative histogram buckets [(upper bound, count)], as Prometheus's
+    histogram_quantile does: linear interpolation inside the bucket that holds the rank.
+
+    Returns (estimate, above): `above` is True when the rank falls in the +Inf bucket, and the estimate is
+    then the highest finite bound (the truth is somewhere above it). (None, False) without observations.
+    """
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None, False
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower, True
+            if count == below:
+                return bound, False
+            return lower + (bound - lower) * (rank - below) / (count - below), False
+        lower, below = bound, count
+    return lower, True

@@ -25,11 +25,12 @@ from edgeinfer.protocol.errors import (
     Unavailable,
 )
 from edgeinfer.protocol.tensors import Array, batch_size, decode_inputs, encode_outputs, requested_outputs
+from edgeinfer.version import __version__
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "edgeinfer"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = __version__
 EXTENSIONS = ("model_repository_layout", "dynamic_batching", "statistics_prometheus", "stream_infer")
 
 

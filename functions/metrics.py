@@ -9,6 +9,18 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from edgeinfer.functions.batching import BatchStats
 from edgeinfer.metrics import CounterCell, FastCounter, FastHistogram, HistogramCell
 
+# Metric names as Prometheus exposes them (counters with their "_total"; histograms are
+# family names, read as <name>_bucket/_count/_sum). Readers import these, never retype them.
+FUNCTION_REQUESTS = "edgeinfer_function_requests_total"
+FUNCTION_REQUEST_FAILURES = "edgeinfer_function_request_failures_total"
+FUNCTION_REQUEST_SECONDS = "edgeinfer_function_request_seconds"
+FUNCTION_QUEUE_SECONDS = "edgeinfer_function_queue_seconds"
+FUNCTION_COMPUTE_SECONDS = "edgeinfer_function_compute_seconds"
+FUNCTION_BATCH_SIZE = "edgeinfer_function_batch_size"
+FUNCTION_COLD_START_SECONDS = "edgeinfer_function_cold_start_seconds"
+FUNCTION_MODEL_LOAD_SECONDS = "edgeinfer_function_model_load_seconds"
+FUNCTION_READY = "edgeinfer_function_ready"
+
 _LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -35,38 +47,28 @@ class FunctionMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = FastCounter(
-            "edgeinfer_function_requests", "Inference requests by outcome", ["model", "code"], r
-        )
-        self.failures = FastCounter(
-            "edgeinfer_function_request_failures", "Failed inference requests", ["model", "code"], r
-        )
+        self.requests = FastCounter(FUNCTION_REQUESTS, "Inference requests by outcome", ["model", "code"], r)
+        self.failures = FastCounter(FUNCTION_REQUEST_FAILURES, "Failed inference requests", ["model", "code"], r)
         self.latency = FastHistogram(
-            "edgeinfer_function_request_seconds",
+            FUNCTION_REQUEST_SECONDS,
             "Time from a decoded request to its answer or error (the server's own share of the latency), by outcome",
             ["model", "code"],
             r,
             _LATENCY_BUCKETS,
         )
-        self.queue = FastHistogram(
-            "edgeinfer_function_queue_seconds", "Time waiting for a batch", ["model"], r, _LATENCY_BUCKETS
-        )
+        self.queue = FastHistogram(FUNCTION_QUEUE_SECONDS, "Time waiting for a batch", ["model"], r, _LATENCY_BUCKETS)
         self.compute = FastHistogram(
-            "edgeinfer_function_compute_seconds", "ONNX Runtime time per batch", ["model"], r, _LATENCY_BUCKETS
+            FUNCTION_COMPUTE_SECONDS, "ONNX Runtime time per batch", ["model"], r, _LATENCY_BUCKETS
         )
-        self.batch_size = FastHistogram(
-            "edgeinfer_function_batch_size", "Rows per executed batch", ["model"], r, _BATCH_BUCKETS
-        )
+        self.batch_size = FastHistogram(FUNCTION_BATCH_SIZE, "Rows per executed batch", ["model"], r, _BATCH_BUCKETS)
         self.cold_start = Histogram(
-            "edgeinfer_function_cold_start_seconds",
+            FUNCTION_COLD_START_SECONDS,
             "Process start to ready",
             buckets=_COLD_START_BUCKETS,
             registry=r,
         )
-        self.model_load = Gauge(
-            "edgeinfer_function_model_load_seconds", "Load plus warm-up time per model", ["model"], registry=r
-        )
-        self.ready = Gauge("edgeinfer_function_ready", "1 once every model is warm", registry=r)
+        self.model_load = Gauge(FUNCTION_MODEL_LOAD_SECONDS, "Load plus warm-up time per model", ["model"], registry=r)
+        self.ready = Gauge(FUNCTION_READY, "1 once every model is warm", registry=r)
 
     def for_model(self, model: str) -> ModelMetrics:
         return ModelMetrics(self, model)

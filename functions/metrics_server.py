@@ -45,7 +45,10 @@ def _require_token(app: WSGIApp, token: str) -> WSGIApp:
 
 
 class MetricsServer:
-    """Serves `registry` at /metrics from a daemon thread until `close()`."""
+    """The metrics front: serves `registry` at /metrics from a daemon thread, from start() to stop().
+
+    The port is bound at construction, so a port in use is reported before anything starts.
+    """
 
     def __init__(
         self, registry: CollectorRegistry, host: str, port: int, token: str | None, tls: ssl.SSLContext | None
@@ -53,16 +56,22 @@ class MetricsServer:
         app: WSGIApp = make_wsgi_app(registry)
         if token is not None:
             app = _require_token(app, token)
-        self._httpd = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        try:
+            self._httpd = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise SystemExit(f"cannot serve metrics on {host}:{port}: {exc.strerror}; is the port in use?") from None
         if tls is not None:
             # The handshake happens in the connection's own thread, so a client that connects and stays silent
             # cannot hold up accepting the next one.
             self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics", daemon=True)
+
+    async def start(self) -> None:
         self._thread.start()
 
-    def close(self) -> None:
-        self._httpd.shutdown()
+    async def stop(self) -> None:
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join(5)
         self._httpd.server_close()
-        self._thread.join(5)

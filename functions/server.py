@@ -1,25 +1,37 @@
-"""`edgeinfer function`: serve a model repository over the Open Inference Protocol (gRPC, h2c)."""
+"""`edgeinfer function`: serve a model repository over the Open Inference Protocol (gRPC, h2c).
+
+The composer: the data plane (functions/dataplane.py), then its fronts: gRPC (edgeinfer/serving.py's GrpcFront
+with the servicer) and, with --metrics-port, the metrics front (functions/metrics_server.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
+import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any
 
-from edgeinfer.functions.priority import DEFAULT_COMPUTE_NICE
+from pydantic import ValidationError
 
-DEFAULT_PORT = 8080
-METRICS_TOKEN_ENV = "EDGEINFER_FUNCTION_METRICS_TOKEN"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+from edgeinfer import serving
+from edgeinfer.exposure import read_secret
+from edgeinfer.functions.config import ConfigError
+from edgeinfer.functions.dataplane import DataPlane
+from edgeinfer.functions.metrics_server import MetricsServer
+from edgeinfer.functions.priority import DEFAULT_COMPUTE_NICE
+from edgeinfer.functions.repository import RepositoryError
+from edgeinfer.functions.runtime import ModelLoadError
+from edgeinfer.functions.servicer import InferenceServicer
+from edgeinfer.functions.settings import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, METRICS_TOKEN_ENV, FunctionSettings
+from edgeinfer.protocol.tracing import Tracing
+from edgeinfer.tls import ServerTLS, TLSConfigError
 
 log = logging.getLogger("edgeinfer.function")
+GRACE_S = 5.0
 
 
 def _env_int(name: str, default: int | None) -> int | None:
@@ -85,6 +97,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=os.environ.get("EDGEINFER_LOG_LEVEL", "INFO"))
 
 
+def settings_from(args: argparse.Namespace) -> FunctionSettings:
+    """The flags as settings, once, at the CLI edge; ValueError (a settings error, an unreadable token file)."""
+    # Without a file, pydantic-settings reads EDGEINFER_FUNCTION_METRICS_TOKEN.
+    secrets: dict[str, Any] = {}
+    if args.metrics_token_file is not None:
+        secrets["metrics_token"] = read_secret(args.metrics_token_file, "--metrics-token-file")
+    return FunctionSettings(
+        model_repo=args.model_repo,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        max_message_bytes=args.max_message_bytes,
+        compute_nice=args.compute_nice,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        trace=args.trace,
+        trace_file=args.trace_file,
+        log_level=args.log_level,
+        **secrets,
+    )
+
+
 def process_age_seconds() -> float:
     """Seconds since this process was spawned (from /proc), so imports count in the cold start."""
     try:
@@ -100,153 +136,103 @@ def process_age_seconds() -> float:
 _IMPORTED_AT = time.monotonic()
 
 
-def server_tls(args: argparse.Namespace) -> Any:
-    """edgeinfer.tls.ServerTLS from the --tls-* flags, or None for h2c."""
-    from edgeinfer.tls import ServerTLS, TLSConfigError
-
-    if args.tls_cert is None and args.tls_key is None:
-        if args.tls_client_ca is not None:
-            raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS runs over TLS")
+def load_tls(settings: FunctionSettings) -> ServerTLS | None:
+    """The gRPC port's TLS (and the metrics port's), or None for h2c; SystemExit naming the unreadable file."""
+    if settings.tls_cert is None or settings.tls_key is None:
         return None
-    if args.tls_cert is None or args.tls_key is None:
-        raise SystemExit("--tls-cert and --tls-key go together: give both, or neither for h2c")
     try:
-        return ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca)
+        return ServerTLS.load(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     except TLSConfigError as exc:
         raise SystemExit(str(exc)) from None
 
 
-def metrics_token(args: argparse.Namespace) -> str | None:
-    """The metrics port's bearer token, if any; SystemExit when the port leaves loopback without one."""
-    from edgeinfer.exposure import is_loopback, read_secret
+class FunctionServer:
+    """Data plane, then fronts: the gRPC port listens at once (not ready) while the models load and warm up."""
 
-    if args.metrics_token_file is not None:
+    def __init__(self, settings: FunctionSettings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
         try:
-            token: str | None = read_secret(args.metrics_token_file, "--metrics-token-file")
-        except ValueError as exc:
-            raise SystemExit(str(exc)) from None
-    else:
-        token = os.environ.get(METRICS_TOKEN_ENV) or None
-    if args.metrics_port is not None and token is None and not is_loopback(args.metrics_host):
-        raise SystemExit(
-            f"--metrics-host {args.metrics_host} is not loopback: give the metrics port a token "
-            f"(--metrics-token-file FILE or {METRICS_TOKEN_ENV}), or keep the default 127.0.0.1"
+            await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
+        # What is stopped last is pushed first: the stack unwinds fronts, then the data plane, then tracing.
+        trace_out: IO[str] | None = None
+        if settings.trace_file is not None:
+            trace_out = stack.enter_context(settings.trace_file.open("a", buffering=1))
+        tracing = Tracing(settings.trace, trace_out, service="edgeinfer-function")
+        stack.callback(tracing.shutdown)
+        dataplane = DataPlane(settings.model_repo, compute_nice=settings.compute_nice)
+        tls = load_tls(settings)
+        grpc_front = serving.GrpcFront(
+            settings.host,
+            settings.port,
+            max_message_bytes=settings.max_message_bytes,
+            register=InferenceServicer(dataplane, tracing).register,
+            credentials=tls.grpc_credentials() if tls is not None else None,
+            grace=GRACE_S,
         )
-    return token
-
-
-async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
-    import grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-    from edgeinfer.functions.dataplane import DataPlane
-    from edgeinfer.functions.metrics_server import MetricsServer
-    from edgeinfer.functions.servicer import InferenceServicer
-    from edgeinfer.protocol.grpc_service import add_inference_service
-    from edgeinfer.protocol.tracing import Tracing
-
-    trace_out: IO[str] | None = args.trace_file.open("a", buffering=1) if args.trace_file else None
-    tracing = Tracing(args.trace, trace_out, service="edgeinfer-function")
-    dataplane = DataPlane(args.model_repo, compute_nice=args.compute_nice)
-    options = [
-        ("grpc.max_receive_message_length", args.max_message_bytes),
-        ("grpc.max_send_message_length", args.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.aio.server(options=options)
-    add_inference_service(InferenceServicer(dataplane, tracing), server)
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{args.host}:{args.port}"
-    tls = server_tls(args)
-    token = metrics_token(args)
-    try:
-        bound = (
-            server.add_insecure_port(address)
-            if tls is None
-            else server.add_secure_port(address, tls.grpc_credentials())
-        )
-    except RuntimeError as exc:
-        raise SystemExit(f"cannot listen on {address}: {exc}; is the port in use?") from exc
-    if bound == 0:
-        raise SystemExit(f"cannot listen on {address}; is the port in use?")
-    metrics_server = None
-    if args.metrics_port is not None:
-        metrics_tls = tls.ssl_context() if tls is not None else None
-        try:
-            metrics_server = MetricsServer(
-                dataplane.metrics.registry, args.metrics_host, args.metrics_port, token, metrics_tls
+        if settings.metrics_port is not None:
+            token = settings.metrics_token.get_secret_value() if settings.metrics_token is not None else None
+            metrics_tls = tls.ssl_context() if tls is not None else None
+            metrics = MetricsServer(
+                dataplane.metrics.registry, settings.metrics_host, settings.metrics_port, token, metrics_tls
             )
-        except OSError as exc:
-            raise SystemExit(
-                f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror}; is the port in use?"
-            ) from None
-    services = ("", "inference.GRPCInferenceService")
-    for service in services:
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    # Listen first so probes get an answer (not ready) while models load and warm up.
-    await server.start()
-    log.info("listening on %s:%d", args.host, bound)
-    await dataplane.load()
-    # Everything loaded so far lives as long as the process: out of the collector's sight, a full collection
-    # costs a few milliseconds instead of ~50 ms of a stalled event loop.
-    gc.collect()
-    gc.freeze()
-    for service in services:
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    cold_start = process_age_seconds()
-    dataplane.metrics.cold_start.observe(cold_start)
-    log.info("ready: cold start %.3f s (process start to ready), serving %s", cold_start, ", ".join(dataplane.models))
-    print(f"edgeinfer function ready on {args.host}:{bound} cold_start_s={cold_start:.3f}", flush=True)
+            await metrics.start()
+            stack.push_async_callback(metrics.stop)
+        stack.push_async_callback(dataplane.close)
+        # Listen first so probes get an answer (not ready) while models load and warm up.
+        await grpc_front.start()
+        stack.push_async_callback(self._drain, grpc_front)
+        log.info("listening on %s:%d", settings.host, grpc_front.port)
+        await dataplane.load()
+        # Everything loaded so far lives as long as the process: out of the collector's sight, a full collection
+        # costs a few milliseconds instead of ~50 ms of a stalled event loop.
+        serving.freeze_heap()
+        await grpc_front.set_serving(True)
+        cold_start = process_age_seconds()
+        dataplane.metrics.cold_start.observe(cold_start)
+        log.info(
+            "ready: cold start %.3f s (process start to ready), serving %s", cold_start, ", ".join(dataplane.models)
+        )
+        print(
+            f"edgeinfer function ready on {settings.host}:{grpc_front.port} cold_start_s={cold_start:.3f}", flush=True
+        )
 
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: draining in-flight requests")
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(grace=5.0)
-    await dataplane.close()
-    if metrics_server is not None:
-        metrics_server.close()
-    tracing.shutdown()
-    if trace_out is not None:
-        trace_out.close()
+    @staticmethod
+    async def _drain(grpc_front: serving.GrpcFront) -> None:
+        log.info("stopping: draining in-flight requests")
+        await grpc_front.stop()
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
 
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    serving.configure_logging(args.log_level)
     try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+        settings = settings_from(args)
+    except ValidationError as exc:
+        print(f"edgeinfer function: {serving.settings_problem(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"edgeinfer function: {exc}", file=sys.stderr)
+        return 2
+    serving.install_uvloop()
     # ONNX Runtime computes on worker threads without the GIL; when a batch ends the worker must win the GIL
     # back from a busy event loop, which by default takes up to 5 ms: longer than a small batch's compute.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
-        asyncio.run(serve(args))
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(f"edgeinfer function: {exc.code}", file=sys.stderr)
-            return 2
-        raise
-    except Exception as exc:  # e.g. a repository or config error: one clear line, not a traceback
-        from edgeinfer.functions.config import ConfigError
-        from edgeinfer.functions.repository import RepositoryError
-        from edgeinfer.functions.runtime import ModelLoadError
-
-        if isinstance(exc, ConfigError | RepositoryError | ModelLoadError):
-            print(f"edgeinfer function: {exc}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+        return serving.run_main("edgeinfer function", serving.serve_until_signalled(FunctionServer(settings)))
+    except (ConfigError, RepositoryError, ModelLoadError) as exc:  # one clear line, not a traceback
+        print(f"edgeinfer function: {exc}", file=sys.stderr)
+        return 2

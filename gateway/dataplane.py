@@ -49,15 +49,21 @@ METADATA_TIMEOUT_S = 5.0
 
 
 class Hit(Protocol):
-    payload: bytes
-    tier: str
-    refresh: bool
+    # Read-only, so a frozen CacheHit (edgeinfer.cache) satisfies it.
+    @property
+    def payload(self) -> bytes: ...
+
+    @property
+    def tier(self) -> str: ...
+
+    @property
+    def refresh(self) -> bool: ...
 
 
 class Cache(Protocol):
     async def get(self, key: bytes) -> Hit | None: ...
 
-    def put(self, key: bytes, payload: bytes, ttl_seconds: float, compute_seconds: float) -> None: ...
+    def put(self, key: bytes, payload: bytes, ttl_seconds: float, compute_seconds: float) -> bool: ...
 
 
 class Flights(Protocol):

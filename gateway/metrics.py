@@ -12,6 +12,26 @@ from prometheus_client.registry import Collector
 from edgeinfer.cache.stats import CacheStats
 from edgeinfer.metrics import CounterCell, FastCounter, FastHistogram, HistogramCell
 
+# Metric names as Prometheus exposes them (counters with their "_total"; histograms are
+# family names, read as <name>_bucket/_count/_sum). Readers import these, never retype them.
+GATEWAY_REQUESTS = "edgeinfer_gateway_requests_total"
+GATEWAY_REQUEST_SECONDS = "edgeinfer_gateway_request_seconds"
+GATEWAY_FUNCTION_CALLS = "edgeinfer_gateway_function_calls_total"
+GATEWAY_FUNCTION_CALL_SECONDS = "edgeinfer_gateway_function_call_seconds"
+GATEWAY_AUTH = "edgeinfer_gateway_auth_total"
+GATEWAY_READY = "edgeinfer_gateway_ready"
+GATEWAY_COLD_START_SECONDS = "edgeinfer_gateway_cold_start_seconds"
+GATEWAY_COLD_START_WAITS = "edgeinfer_gateway_cold_start_waits_total"
+GATEWAY_INSTANCES = "edgeinfer_gateway_instances"
+GATEWAY_INSTANCE_CRASHES = "edgeinfer_gateway_instance_crashes_total"
+GATEWAY_DESIRED_INSTANCES = "edgeinfer_gateway_desired_instances"
+GATEWAY_AUTOSCALER_PANIC = "edgeinfer_gateway_autoscaler_panic"
+GATEWAY_CACHE_EVENTS = "edgeinfer_gateway_cache_events_total"
+GATEWAY_CACHE_L1_BYTES = "edgeinfer_gateway_cache_l1_bytes"
+GATEWAY_CACHE_L1_ENTRIES = "edgeinfer_gateway_cache_l1_entries"
+GATEWAY_CACHE_PENDING_WRITES = "edgeinfer_gateway_cache_pending_writes"
+GATEWAY_CACHE_BREAKER_OPEN = "edgeinfer_gateway_cache_breaker_open"
+
 _LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -40,67 +60,65 @@ class GatewayMetrics:
         self.registry = r = registry or CollectorRegistry()
         # Per-request series: the cheap hot-path kind (edgeinfer.metrics).
         self.requests = FastCounter(
-            "edgeinfer_gateway_requests",
+            GATEWAY_REQUESTS,
             "Inference requests by outcome and cache status",
             ["region", "model", "code", "cache"],
             r,
         )
         self.latency = FastHistogram(
-            "edgeinfer_gateway_request_seconds",
+            GATEWAY_REQUEST_SECONDS,
             "Gateway time per inference request",
             ["region", "model", "cache"],
             r,
             _LATENCY_BUCKETS,
         )
         self.function_calls = FastCounter(
-            "edgeinfer_gateway_function_calls",
+            GATEWAY_FUNCTION_CALLS,
             "Calls from the gateway to inference functions",
             ["region", "model", "code"],
             r,
         )
         self.function_latency = FastHistogram(
-            "edgeinfer_gateway_function_call_seconds",
+            GATEWAY_FUNCTION_CALL_SECONDS,
             "Duration of calls to inference functions",
             ["region", "model"],
             r,
             _LATENCY_BUCKETS,
         )
         self.auth = FastCounter(
-            "edgeinfer_gateway_auth",
+            GATEWAY_AUTH,
             "API-key checks: admitted or rate_limited per tenant; refused keys (tenant empty) by reason",
             ["region", "tenant", "outcome"],
             r,
         )
-        self.ready = Gauge("edgeinfer_gateway_ready", "1 while the gateway can serve", ["region"], registry=r)
+        self.ready = Gauge(GATEWAY_READY, "1 while the gateway can serve", ["region"], registry=r)
         # The local pool (backend `local`): Knative's scale-to-zero, measured.
         self.cold_starts = Histogram(
-            "edgeinfer_gateway_cold_start_seconds",
+            GATEWAY_COLD_START_SECONDS,
             "Function instance spawn to ready",
             ["region", "model"],
             buckets=_COLD_START_BUCKETS,
             registry=r,
         )
         self.cold_start_waits = Counter(
-            "edgeinfer_gateway_cold_start_waits",
+            GATEWAY_COLD_START_WAITS,
             "Requests that waited on a cold start",
             ["region", "model"],
             registry=r,
         )
         self.instance_count = Gauge(
-            "edgeinfer_gateway_instances", "Function instances by state", ["region", "model", "state"], registry=r
+            GATEWAY_INSTANCES, "Function instances by state", ["region", "model", "state"], registry=r
         )
         self.instance_crashes = Counter(
-            "edgeinfer_gateway_instance_crashes",
+            GATEWAY_INSTANCE_CRASHES,
             "Function instances that exited unexpectedly",
             ["region", "model"],
             registry=r,
         )
         self.desired_instances = Gauge(
-            "edgeinfer_gateway_desired_instances", "The autoscaler's last decision", ["region", "model"], registry=r
+            GATEWAY_DESIRED_INSTANCES, "The autoscaler's last decision", ["region", "model"], registry=r
         )
-        self.panic = Gauge(
-            "edgeinfer_gateway_autoscaler_panic", "1 while in panic mode", ["region", "model"], registry=r
-        )
+        self.panic = Gauge(GATEWAY_AUTOSCALER_PANIC, "1 while in panic mode", ["region", "model"], registry=r)
         self._done: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
 
     def observe(self, model: str, code: str, cache: str, seconds: float) -> None:
@@ -144,7 +162,7 @@ class GatewayMetrics:
 
 
 # CacheStats fields that are gauges; every other integer field is a counter, exported as
-# edgeinfer_gateway_cache_events_total{event=<field>}.
+# GATEWAY_CACHE_EVENTS{event=<field>}.
 _CACHE_GAUGES = frozenset({"l1_bytes", "l1_entries", "pending_writes", "redis_connections"})
 
 
@@ -156,7 +174,7 @@ class _CacheCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snapshot = self._stats()
         events = CounterMetricFamily(
-            "edgeinfer_gateway_cache_events",
+            GATEWAY_CACHE_EVENTS,
             "Cache internals: tiers, Redis errors and timeouts, breaker, drops",
             labels=["region", "event"],
         )
@@ -166,11 +184,11 @@ class _CacheCollector(Collector):
                 events.add_metric([self._region, field.name], value)
         yield events
         for name, help_text, value in (
-            ("edgeinfer_gateway_cache_l1_bytes", "Bytes held by the L1 cache", snapshot.l1_bytes),
-            ("edgeinfer_gateway_cache_l1_entries", "Entries held by the L1 cache", snapshot.l1_entries),
-            ("edgeinfer_gateway_cache_pending_writes", "Redis writes in flight", snapshot.pending_writes),
+            (GATEWAY_CACHE_L1_BYTES, "Bytes held by the L1 cache", snapshot.l1_bytes),
+            (GATEWAY_CACHE_L1_ENTRIES, "Entries held by the L1 cache", snapshot.l1_entries),
+            (GATEWAY_CACHE_PENDING_WRITES, "Redis writes in flight", snapshot.pending_writes),
             (
-                "edgeinfer_gateway_cache_breaker_open",
+                GATEWAY_CACHE_BREAKER_OPEN,
                 "1 while the Redis circuit breaker is open",
                 1 if snapshot.breaker_state == "open" else 0,
             ),

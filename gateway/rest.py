@@ -1,14 +1,20 @@
-"""REST v2 front (Open Inference Protocol over HTTP/JSON) on aiohttp, and the admin port."""
+"""REST v2 front (Open Inference Protocol over HTTP/JSON) on aiohttp, and the admin front.
+
+Both map errors to JSON replies in one middleware (`json_errors`), and each is a front: it owns its port from
+start() to stop().
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import ssl
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeinfer.gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane
@@ -23,6 +29,62 @@ log = logging.getLogger(__name__)
 REGION_HEADER = "x-edgeinfer-region"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 CACHE_HEADER = "x-edgeinfer-cache"
+
+
+def json_errors(headers: Mapping[str, str] | None = None) -> Middleware:
+    """The one mapping of errors to replies on aiohttp: `{"error": message}` with the error's HTTP status.
+
+    An InferenceError carries its status; aiohttp's own (404, 405, 413) keep theirs; anything else is a 500
+    that names nothing but the log. `headers` go on every error reply (the REST front's region).
+    """
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except InferenceError as exc:
+            return web.json_response({"error": exc.message}, status=exc.http_status, headers=headers)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return web.json_response({"error": f"request body is too large: {exc.text}"}, status=413, headers=headers)
+        except web.HTTPException as exc:
+            return web.json_response({"error": exc.text or exc.reason}, status=exc.status, headers=headers)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return web.json_response({"error": "internal error; see the gateway's log"}, status=500, headers=headers)
+
+    return errors
+
+
+class HttpFront:
+    """An aiohttp application on one port, from start() to stop(); SystemExit naming the port when it is taken."""
+
+    what = "HTTP front"
+
+    def __init__(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._tls = tls
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port, ssl_context=self._tls).start()
+        except OSError as exc:
+            await runner.cleanup()
+            message = (
+                f"cannot listen on {self.host}:{self.port} for the {self.what}: {exc.strerror}; is the port in use?"
+            )
+            raise SystemExit(message) from None
+        self._runner = runner
+        self.port = runner.addresses[0][1]  # the port bound, when asked for port 0
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 def _parameter(value: Any) -> pb.InferParameter:
@@ -172,14 +234,27 @@ def metadata_to_json(metadata: pb.ModelMetadataResponse) -> dict[str, Any]:
     }
 
 
-class RestFront:
+class RestFront(HttpFront):
+    what = "REST front"
+
     def __init__(
-        self, dataplane: GatewayDataPlane, region: str, max_body_bytes: int, middlewares: Sequence[Any] = ()
+        self,
+        dataplane: GatewayDataPlane,
+        region: str,
+        max_body_bytes: int,
+        middlewares: Sequence[Any] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """`middlewares` (e.g. authentication) run inside the error mapping, before the handlers."""
         self._dp = dataplane
         self._region = region
-        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors, *middlewares])
+        errors = json_errors({REGION_HEADER: region})
+        super().__init__(
+            web.Application(client_max_size=max_body_bytes, middlewares=[errors, *middlewares]), host, port, tls
+        )
         add = self.app.router.add_route
         add("GET", "/v2/health/live", self.live)
         add("GET", "/v2/health/ready", self.ready)
@@ -194,21 +269,6 @@ class RestFront:
         if cache is not None:
             headers[CACHE_HEADER] = cache
         return web.json_response(body, status=status, headers=headers)
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            response: web.StreamResponse = await handler(request)
-            return response
-        except InferenceError as exc:
-            return self._json({"error": exc.message}, status=exc.http_status)
-        except web.HTTPRequestEntityTooLarge as exc:
-            return self._json({"error": f"request body is too large: {exc.text}"}, status=413)
-        except web.HTTPException as exc:
-            return self._json({"error": exc.text or exc.reason}, status=exc.status)
-        except Exception:
-            log.exception("unexpected error on the REST front")
-            return self._json({"error": "internal error; see the gateway's log"}, status=500)
 
     async def live(self, request: web.Request) -> web.Response:
         return self._json({"live": True})
@@ -238,19 +298,29 @@ class RestFront:
         return self._json(response_to_json(outcome.payload), cache=outcome.cache)
 
 
-class AdminFront:
+class AdminFront(HttpFront):
     """/metrics (Prometheus), /healthz (the process is up), /readyz (it can serve), and with the local
     backend /v1/pools (GET: instances and knobs; PATCH /v1/pools/{model}: change Knative knobs at run time).
     """
 
+    what = "admin port"
+
     def __init__(
-        self, dataplane: GatewayDataPlane, region: str, backend: Any = None, middlewares: Sequence[Any] = ()
+        self,
+        dataplane: GatewayDataPlane,
+        region: str,
+        backend: Any = None,
+        middlewares: Sequence[Any] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._dp = dataplane
         self._region = region
         self._backend = backend
         self.draining = False
-        self.app = web.Application(middlewares=list(middlewares))
+        super().__init__(web.Application(middlewares=[json_errors(), *middlewares]), host, port, tls)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -266,13 +336,10 @@ class AdminFront:
         return web.json_response({"region": self._region, "delay_ms": self._dp.fault_delay * 1000})
 
     async def set_fault(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except json.JSONDecodeError as exc:
-            return web.json_response({"error": f"body is not valid JSON: {exc}"}, status=400)
+        body = await _json_body(request)
         delay = body.get("delay_ms") if isinstance(body, dict) else None
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 60_000:
-            return web.json_response({"error": 'body must be {"delay_ms": N} with 0 <= N <= 60000'}, status=400)
+            raise InvalidArgument('body must be {"delay_ms": N} with 0 <= N <= 60000')
         self._dp.fault_delay = delay / 1000
         return await self.fault(request)
 
@@ -285,20 +352,13 @@ class AdminFront:
 
     async def update_pool(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]
-        try:
-            changes = await request.json()
-        except json.JSONDecodeError as exc:
-            return web.json_response({"error": f"body is not valid JSON: {exc}"}, status=400)
+        changes = await _json_body(request)
         if not isinstance(changes, dict):
-            return web.json_response(
-                {"error": 'body must be an object of Knative knobs, e.g. {"min-scale": 2}'}, status=400
-            )
+            raise InvalidArgument('body must be an object of Knative knobs, e.g. {"min-scale": 2}')
         try:
             knobs = await self._backend.update(model, changes)
-        except InferenceError as exc:
-            return web.json_response({"error": exc.message}, status=exc.http_status)
         except ValueError as exc:  # pydantic's ValidationError names the knob and the rule
-            return web.json_response({"error": str(exc)}, status=400)
+            raise InvalidArgument(str(exc)) from None
         return web.json_response({"model": model, "knobs": knobs.model_dump(by_alias=True)})
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -311,3 +371,10 @@ class AdminFront:
     async def readyz(self, request: web.Request) -> web.Response:
         ready = not self.draining and await self._dp.ready()
         return web.json_response({"ready": ready, "region": self._region}, status=200 if ready else 503)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"body is not valid JSON: {exc}") from None

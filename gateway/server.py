@@ -1,31 +1,49 @@
-"""`edgeinfer gateway`: the regional gateway (gRPC and REST v2 fronts, admin port, prediction cache)."""
+"""`edgeinfer gateway`: the regional gateway (gRPC and REST v2 fronts, admin port, prediction cache).
+
+The composer: the data plane (gateway/dataplane.py over a backend and the prediction cache), then its fronts:
+gRPC (edgeinfer/serving.py's GrpcFront with the servicer), REST and admin (gateway/rest.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
-import signal
-import ssl
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from edgeinfer import serving
+from edgeinfer.cache.key import cache_key, key_parts_from_request
+from edgeinfer.cache.l1 import L1Cache
+from edgeinfer.cache.prediction_cache import PredictionCache
+from edgeinfer.cache.redis_store import RedisStore
+from edgeinfer.cache.singleflight import SingleFlight
 from edgeinfer.exposure import is_loopback, read_secret
+from edgeinfer.gateway.auth import Authenticator, GrpcAuthInterceptor, KeysFileError, admin_middleware, rest_middleware
+from edgeinfer.gateway.backends.base import Backend
+from edgeinfer.gateway.backends.knative import KnativeBackend, KnativeRoute, knative_routes
+from edgeinfer.gateway.backends.local import LocalBackend
+from edgeinfer.gateway.backends.static import StaticBackend
+from edgeinfer.gateway.dataplane import GatewayDataPlane, KeyFunction
 from edgeinfer.gateway.metrics import GatewayMetrics
-from edgeinfer.gateway.settings import GatewaySettings, parse_route
+from edgeinfer.gateway.rest import AdminFront, RestFront
+from edgeinfer.gateway.servicer import GatewayServicer
+from edgeinfer.gateway.settings import DRAIN_DELAY_S, GatewaySettings, parse_route
+from edgeinfer.knative_names import service_name
+from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.tensors import Array
+from edgeinfer.protocol.tracing import Tracing
+from edgeinfer.tls import ClientTLS, ServerTLS, TLSConfigError
 
 log = logging.getLogger("edgeinfer.gateway")
 
 HEALTH_POLL_S = 1.0
 DRAIN_GRACE_S = 10.0
-# On SIGTERM, how long NOT_SERVING is reported before new calls are refused: a few of Envoy's 0.2 s checks.
-DRAIN_DELAY_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    """The flags as settings, once, at the CLI edge; ValueError naming what to fix."""
     # Without a file, pydantic-settings reads EDGEINFER_GATEWAY_ADMIN_TOKEN.
     secrets: dict[str, Any] = {}
     if args.admin_token_file is not None:
@@ -131,6 +150,10 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     for text in args.route:
         model, endpoints = parse_route(text)
         routes.setdefault(model, []).extend(endpoints)
+    services: dict[str, str] = {}
+    for text in args.knative_service:
+        model, _, service = text.partition("=")
+        services[model] = service or service_name(model)
     return GatewaySettings(
         region=args.region,
         host=args.host,
@@ -152,6 +175,19 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         function_tls_server_name=args.function_tls_server_name,
         api_keys=args.api_keys,
         admin_host=args.admin_host,
+        backend=args.backend,
+        model_repo=args.model_repo,
+        state_dir=args.state_dir,
+        max_instances=args.max_instances,
+        autoscale_tick=args.autoscale_tick,
+        pool_max_queue=args.pool_max_queue,
+        knative_services=services,
+        knative_namespace=args.knative_namespace,
+        knative_ingress=args.knative_ingress,
+        knative_domain=args.knative_domain,
+        trace_file=args.trace_file,
+        log_level=args.log_level,
+        drain_delay=max(0.0, args.drain_delay),
         **secrets,
     )
 
@@ -160,15 +196,12 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
 class Security:
     """TLS credentials and authentication, loaded (and checked) before anything listens."""
 
-    server_tls: Any  # edgeinfer.tls.ServerTLS | None
-    function_tls: Any  # edgeinfer.tls.ClientTLS | None
-    auth: Any  # gateway.auth.Authenticator | None
+    server_tls: ServerTLS | None
+    function_tls: ClientTLS | None
+    auth: Authenticator | None
 
 
 def load_security(settings: GatewaySettings) -> Security:
-    from edgeinfer.gateway.auth import Authenticator, KeysFileError
-    from edgeinfer.tls import ClientTLS, ServerTLS, TLSConfigError
-
     try:
         server_tls = None
         if settings.tls_cert is not None and settings.tls_key is not None:
@@ -187,16 +220,23 @@ def load_security(settings: GatewaySettings) -> Security:
     return Security(server_tls, function_tls, auth)
 
 
-def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> tuple[Any, Any, Any]:
-    """The prediction cache, its single-flight table and key function (None when caching is off)."""
-    if settings.l1_max_bytes == 0 and settings.redis_url is None:
-        return None, None, None
-    from edgeinfer.cache.key import cache_key, key_parts_from_request
-    from edgeinfer.cache.l1 import L1Cache
-    from edgeinfer.cache.prediction_cache import PredictionCache
-    from edgeinfer.cache.redis_store import RedisStore
-    from edgeinfer.cache.singleflight import SingleFlight
+@dataclass(frozen=True)
+class CachePlan:
+    """The prediction cache, its single-flight table and key function."""
 
+    cache: PredictionCache
+    flights: SingleFlight[bytes]
+    key: KeyFunction
+
+
+def _key(request: pb.ModelInferRequest, decoded: dict[str, Array], tenant: str, version: str) -> bytes:
+    return cache_key(key_parts_from_request(request, decoded, tenant=tenant, version=version))
+
+
+def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> CachePlan | None:
+    """None when caching is off (no L1, no Redis)."""
+    if settings.l1_max_bytes == 0 and settings.redis_url is None:
+        return None
     redis = None
     if settings.redis_url is not None:
         redis = RedisStore(
@@ -212,255 +252,186 @@ def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> tuple[Any
         xfetch_beta=settings.xfetch_beta,
     )
     metrics.watch_cache(cache.stats)
-
-    def key(request: Any, decoded: Any, tenant: str, version: str) -> bytes:
-        return cache_key(key_parts_from_request(request, decoded, tenant=tenant, version=version))
-
     # The shared call is cancelled only when every caller has given up on it.
-    return cache, SingleFlight[bytes](), key
+    return CachePlan(cache, SingleFlight[bytes](), _key)
 
 
-@dataclass(frozen=True)
-class LocalPoolOptions:
-    model_repo: Path
-    state_dir: Path
-    max_instances: int = 4
-    tick_seconds: float = 2.0
-    max_queue: int = 256
+def knative_routes_for(settings: GatewaySettings) -> dict[str, KnativeRoute]:
+    """--backend knative: model -> KnativeRoute; ValueError naming the flag to fix."""
+    return knative_routes(
+        settings.knative_services,
+        settings.knative_namespace,
+        ingress=settings.knative_ingress,
+        domain=settings.knative_domain,
+    )
 
 
-async def serve(
+def build_backend(
     settings: GatewaySettings,
-    trace_out: IO[str] | None = None,
-    stop: asyncio.Event | None = None,
-    local: LocalPoolOptions | None = None,
-    drain_delay: float = DRAIN_DELAY_S,
-    knative: Any = None,  # model -> gateway.backends.knative.KnativeRoute
-) -> None:
-    import grpc
-    from aiohttp import web
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-    from edgeinfer.gateway.auth import GrpcAuthInterceptor, admin_middleware, rest_middleware
-    from edgeinfer.gateway.backends.local import LocalBackend
-    from edgeinfer.gateway.backends.static import StaticBackend
-    from edgeinfer.gateway.dataplane import GatewayDataPlane
-    from edgeinfer.gateway.rest import AdminFront, RestFront
-    from edgeinfer.gateway.servicer import GatewayServicer
-    from edgeinfer.protocol.grpc_service import add_inference_service
-    from edgeinfer.protocol.tracing import Tracing
-
-    security = load_security(settings)
-    metrics = GatewayMetrics(settings.region)
-    if security.auth is not None:
-        security.auth.observe = metrics.auth_outcome
-    tracing = Tracing(settings.trace, trace_out, service=f"edgeinfer-gateway-{settings.region}")
-    backend: Any
-    if local is not None:
-        backend = LocalBackend(
-            local.model_repo,
+    metrics: GatewayMetrics,
+    function_tls: ClientTLS | None,
+    knative: dict[str, KnativeRoute] | None,
+) -> Backend:
+    if settings.backend == "local":
+        assert settings.model_repo is not None  # GatewaySettings.check_backend
+        state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix=f"edgeinfer-{settings.region}-"))
+        return LocalBackend(
+            settings.model_repo,
             region=settings.region,
-            state_dir=local.state_dir,
+            state_dir=state_dir,
             metrics=metrics,
-            max_instances=local.max_instances,
-            max_queue=local.max_queue,
-            tick_seconds=local.tick_seconds,
+            max_instances=settings.max_instances,
+            max_queue=settings.pool_max_queue,
+            tick_seconds=settings.autoscale_tick,
             max_message_bytes=settings.max_message_bytes,
         )
-        await backend.start()
-    elif knative is not None:
-        from edgeinfer.gateway.backends.knative import KnativeBackend
+    if settings.backend == "knative":
+        assert knative is not None
+        return KnativeBackend(knative, settings.max_message_bytes)
+    return StaticBackend(settings.routes, settings.max_message_bytes, function_tls)
 
-        backend = KnativeBackend(knative, settings.max_message_bytes)
-    else:
-        backend = StaticBackend(settings.routes, settings.max_message_bytes, security.function_tls)
-    cache, flights, key = build_cache(settings, metrics)
-    if cache is not None and settings.redis_url is not None and not await cache.start():
-        log.warning("Redis is not answering yet; serving from L1 and functions until it does")
-    dataplane = GatewayDataPlane(
-        backend,
-        metrics,
-        tracing,
-        cache=cache,
-        flights=flights,
-        key_function=key,
-        metadata_ttl_seconds=settings.metadata_ttl_seconds,
-        default_timeout_seconds=settings.default_timeout_ms / 1000,
-    )
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-        interceptors=[GrpcAuthInterceptor(security.auth)] if security.auth is not None else None,
-    )
-    add_inference_service(GatewayServicer(dataplane, settings.region), server)
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{settings.host}:{settings.port}"
-    try:
-        if security.server_tls is None:
-            bound = server.add_insecure_port(address)
-        else:
-            bound = server.add_secure_port(address, security.server_tls.grpc_credentials())
-    except RuntimeError as exc:
-        raise SystemExit(f"cannot listen on {address}: {exc}; is the port in use?") from exc
-    if bound == 0:
-        raise SystemExit(f"cannot listen on {address}; is the port in use?")
 
-    runners: list[web.AppRunner] = []
-    admin_token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
-    admin = AdminFront(
-        dataplane, settings.region, backend, [admin_middleware(admin_token)] if admin_token is not None else ()
-    )
+class GatewayServer:
+    """Data plane, then fronts: REST and admin first, then (the heap frozen) gRPC, reporting NOT_SERVING until
+    the first look at the backends says it can serve. stop() drains: NOT_SERVING for `drain_delay` while still
+    answering, then the calls in flight, then the fronts, the data plane, the cache and the backend, in order.
 
-    async def site(app: web.Application, host: str, port: int, what: str, tls: ssl.SSLContext | None = None) -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+    Construction checks the backend's flags (ValueError); nothing listens before start().
+    """
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        settings.check_backend()
+        self.settings = settings
+        self._knative = knative_routes_for(settings) if settings.backend == "knative" else None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
         try:
-            await web.TCPSite(runner, host, port, ssl_context=tls).start()
-        except OSError as exc:
-            message = f"cannot listen on {host}:{port} for the {what}: {exc.strerror}; is the port in use?"
-            raise SystemExit(message) from None
-        runners.append(runner)
+            await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
 
-    if settings.rest_port is not None:
-        await site(
-            RestFront(
-                dataplane,
-                settings.region,
-                settings.max_message_bytes,
-                [rest_middleware(security.auth)] if security.auth is not None else (),
-            ).app,
-            settings.host,
-            settings.rest_port,
-            "REST front",
-            security.server_tls.ssl_context() if security.server_tls is not None else None,
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
+        # What is stopped last is pushed first: the stack unwinds the fronts, then the data plane, the cache,
+        # the backend and tracing.
+        security = load_security(settings)
+        trace_out: IO[str] | None = None
+        if settings.trace_file is not None:
+            trace_out = stack.enter_context(settings.trace_file.open("a", buffering=1))
+        metrics = GatewayMetrics(settings.region)
+        if security.auth is not None:
+            security.auth.observe = metrics.auth_outcome
+        tracing = Tracing(settings.trace, trace_out, service=f"edgeinfer-gateway-{settings.region}")
+        stack.callback(tracing.shutdown)
+        backend = build_backend(settings, metrics, security.function_tls, self._knative)
+        stack.push_async_callback(backend.close)
+        if isinstance(backend, LocalBackend):
+            await backend.start()
+        plan = build_cache(settings, metrics)
+        if plan is not None:
+            stack.push_async_callback(plan.cache.close)
+            if settings.redis_url is not None and not await plan.cache.start():
+                log.warning("Redis is not answering yet; serving from L1 and functions until it does")
+        dataplane = GatewayDataPlane(
+            backend,
+            metrics,
+            tracing,
+            cache=plan.cache if plan is not None else None,
+            flights=plan.flights if plan is not None else None,
+            key_function=plan.key if plan is not None else None,
+            metadata_ttl_seconds=settings.metadata_ttl_seconds,
+            default_timeout_seconds=settings.default_timeout_ms / 1000,
         )
-    if settings.admin_port is not None:
+        stack.push_async_callback(dataplane.close)
+        servicer = GatewayServicer(dataplane, settings.region)
+        grpc_front = serving.GrpcFront(
+            settings.host,
+            settings.port,
+            max_message_bytes=settings.max_message_bytes,
+            register=servicer.register,
+            credentials=security.server_tls.grpc_credentials() if security.server_tls is not None else None,
+            interceptors=[GrpcAuthInterceptor(security.auth)] if security.auth is not None else None,
+            grace=DRAIN_GRACE_S,
+            drain_delay=settings.drain_delay,
+        )
+        admin_token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
         # Loopback unless --admin-host says otherwise (then with a token, and TLS when the fronts have it).
         admin_tls = None
         if security.server_tls is not None and not is_loopback(settings.admin_host):
             admin_tls = security.server_tls.ssl_context(mutual=False)
-        await site(admin.app, settings.admin_host, settings.admin_port, "admin port", admin_tls)
-    # What start-up built (~80k objects: modules, gRPC, aiohttp, redis) lives as long as the process. Out of
-    # the collector's sight, a full collection no longer stalls the event loop for ~60 ms.
-    gc.collect()
-    gc.freeze()
-    # grpc's health servicer starts out SERVING; nothing may say so before the first look at the backends.
-    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in ("", "inference.GRPCInferenceService"):
-        await health_servicer.set(service, not_serving)
-    await server.start()
+        admin = AdminFront(
+            dataplane,
+            settings.region,
+            backend,
+            [admin_middleware(admin_token)] if admin_token is not None else (),
+            host=settings.admin_host,
+            port=settings.admin_port or 0,
+            tls=admin_tls,
+        )
+        if settings.rest_port is not None:
+            rest = RestFront(
+                dataplane,
+                settings.region,
+                settings.max_message_bytes,
+                [rest_middleware(security.auth)] if security.auth is not None else (),
+                host=settings.host,
+                port=settings.rest_port,
+                tls=security.server_tls.ssl_context() if security.server_tls is not None else None,
+            )
+            await rest.start()
+            stack.push_async_callback(rest.stop)
+        if settings.admin_port is not None:
+            await admin.start()
+            stack.push_async_callback(admin.stop)
+        # What start-up built (~80k objects: modules, gRPC, aiohttp, redis) lives as long as the process.
+        serving.freeze_heap()
+        await grpc_front.start()
+        stack.push_async_callback(grpc_front.stop)
+        watcher = asyncio.get_running_loop().create_task(self._watch_health(dataplane, metrics, grpc_front))
+        stack.push_async_callback(self._drain, admin, watcher)
+        print(
+            f"edgeinfer gateway region={settings.region} grpc={settings.host}:{grpc_front.port}"
+            + (f" rest={settings.host}:{settings.rest_port}" if settings.rest_port is not None else "")
+            + (f" admin={settings.admin_host}:{settings.admin_port}" if settings.admin_port is not None else "")
+            + (" tls" + ("+mtls" if security.server_tls.mutual else "") if security.server_tls is not None else "")
+            + (f" tenants={len(security.auth.tenants)}" if security.auth is not None else ""),
+            flush=True,
+        )
 
-    async def watch_health() -> None:
-        status = not_serving
+    async def _watch_health(
+        self, dataplane: GatewayDataPlane, metrics: GatewayMetrics, grpc_front: serving.GrpcFront
+    ) -> None:
+        gauge = metrics.ready.labels(self.settings.region)
         while True:
             ready = await dataplane.ready()
-            metrics.ready.labels(settings.region).set(1 if ready else 0)
-            wanted = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-            if wanted != status:
-                for service in ("", "inference.GRPCInferenceService"):
-                    await health_servicer.set(service, wanted)
-                status = wanted
+            gauge.set(1 if ready else 0)
+            await grpc_front.set_serving(ready)
             await asyncio.sleep(HEALTH_POLL_S)
 
-    watcher = asyncio.get_running_loop().create_task(watch_health())
-    print(
-        f"edgeinfer gateway region={settings.region} grpc={settings.host}:{bound}"
-        + (f" rest={settings.host}:{settings.rest_port}" if settings.rest_port is not None else "")
-        + (f" admin={settings.admin_host}:{settings.admin_port}" if settings.admin_port is not None else "")
-        + (" tls" + ("+mtls" if security.server_tls.mutual else "") if security.server_tls is not None else "")
-        + (f" tenants={len(security.auth.tenants)}" if security.auth is not None else ""),
-        flush=True,
-    )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("draining: NOT_SERVING for %.1fs so load balancers move away, then finishing calls in flight", drain_delay)
-    admin.draining = True
-    watcher.cancel()
-    await health_servicer.enter_graceful_shutdown()
-    # Keep serving while health checkers notice NOT_SERVING (Knative's queue-proxy does the same): a call
-    # that arrives now is still answered, not refused.
-    await asyncio.sleep(drain_delay)
-    await server.stop(grace=DRAIN_GRACE_S)
-    for runner in runners:
-        await runner.cleanup()
-    await dataplane.close()
-    if cache is not None:
-        await cache.close()
-    await backend.close()
-    tracing.shutdown()
+    async def _drain(self, admin: AdminFront, watcher: asyncio.Task[None]) -> None:
+        log.info(
+            "draining: NOT_SERVING for %.1fs so load balancers move away, then finishing calls in flight",
+            self.settings.drain_delay,
+        )
+        admin.draining = True
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        # Then the gRPC front's stop: NOT_SERVING while still answering (Knative's queue-proxy does the same),
+        # so a call that arrives now is answered, not refused; then the calls in flight.
 
-
-def knative_routes_from(args: argparse.Namespace) -> Any:
-    """--backend knative: model -> KnativeRoute; ValueError naming the flag to fix."""
-    from edgeinfer.gateway.backends.knative import knative_routes
-    from edgeinfer.knative_names import service_name
-
-    if args.function_tls_ca is not None:
-        raise ValueError("--function-tls-* applies to --backend static; Knative Services are reached over h2c")
-    if not args.knative_service:
-        raise ValueError("--backend knative needs --knative-service MODEL[=SERVICE] for each model")
-    services = {}
-    for text in args.knative_service:
-        model, _, service = text.partition("=")
-        services[model] = service or service_name(model)
-    return knative_routes(services, args.knative_namespace, ingress=args.knative_ingress, domain=args.knative_domain)
+    async def stop(self) -> None:
+        await self._stack.aclose()
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    serving.configure_logging(args.log_level)
     try:
-        settings = settings_from(args)
+        server = GatewayServer(settings_from(args))
     except ValueError as exc:
         print(f"edgeinfer gateway: {exc}", file=sys.stderr)
         return 2
-    local = None
-    knative = None
-    if args.backend == "local" and settings.function_tls:
-        print(
-            "edgeinfer gateway: --function-tls-* applies to --backend static; the local pool's functions "
-            "are its own children on loopback",
-            file=sys.stderr,
-        )
-        return 2
-    if args.backend == "local":
-        if args.model_repo is None:
-            print("edgeinfer gateway: --backend local needs --model-repo DIR", file=sys.stderr)
-            return 2
-        state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix=f"edgeinfer-{settings.region}-"))
-        local = LocalPoolOptions(
-            args.model_repo, state_dir, args.max_instances, args.autoscale_tick, args.pool_max_queue
-        )
-    elif args.backend == "knative":
-        try:
-            knative = knative_routes_from(args)
-        except ValueError as exc:
-            print(f"edgeinfer gateway: {exc}", file=sys.stderr)
-            return 2
-    elif not settings.routes:
-        print("edgeinfer gateway: no --route given; add --route MODEL=HOST:PORT for each model", file=sys.stderr)
-        return 2
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    trace_out = args.trace_file.open("a", buffering=1) if args.trace_file else None
-    try:
-        asyncio.run(serve(settings, trace_out, local=local, drain_delay=max(0.0, args.drain_delay), knative=knative))
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(f"edgeinfer gateway: {exc.code}", file=sys.stderr)
-            return 2
-        raise
-    finally:
-        if trace_out is not None:
-            trace_out.close()
-    return 0
+    serving.install_uvloop()
+    return serving.run_main("edgeinfer gateway", serving.serve_until_signalled(server))

@@ -1,4 +1,5 @@
-"""Thin gRPC front of the gateway. Errors become statuses here, in one place, each naming the region."""
+"""Thin gRPC servicer of the gateway. Errors become statuses where its methods are registered (`register`), each
+reply naming the region in its trailers."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from google.protobuf.message import DecodeError
 
 from edgeinfer.gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane, region_metadata
 from edgeinfer.protocol import open_inference_pb2 as pb
-from edgeinfer.protocol.errors import InferenceError, InvalidArgument
-from edgeinfer.protocol.grpc_service import decode_error
+from edgeinfer.protocol.errors import InvalidArgument
+from edgeinfer.protocol.grpc_service import add_inference_service, decode_error
 from edgeinfer.protocol.tracing import TRACE_HEADERS
+from edgeinfer.serving import ErrorMapping
+from edgeinfer.version import __version__
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "edgeinfer-gateway"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = __version__
 EXTENSIONS = ("response_cache", "statistics_prometheus")
 
 
@@ -26,15 +29,10 @@ class GatewayServicer:
         self._dp = dataplane
         self._region = region
         self._trailer = region_metadata(region, None)
+        self.errors = ErrorMapping("gateway", log, trailer=self._trailer)
 
-    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-        if isinstance(exc, InferenceError):
-            code, message = exc.code, exc.message
-        else:
-            log.exception("unexpected error in the gateway", exc_info=exc)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}; see the gateway's log"
-        # Nothing was sent yet, so this is a trailers-only reply: Envoy may retry it elsewhere.
-        await context.abort(code, message, trailing_metadata=self._trailer)
+    def register(self, server: grpc.aio.Server) -> None:
+        add_inference_service(self, server, wrap=self.errors.wrap)
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         context.set_trailing_metadata(self._trailer)
@@ -53,28 +51,20 @@ class GatewayServicer:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        try:
-            reply = await self._dp.model_metadata(request.name, request.version)
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        reply = await self._dp.model_metadata(request.name, request.version)
         context.set_trailing_metadata(self._trailer)
         return reply
 
     async def ModelInferRaw(self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
-            try:
-                request = pb.ModelInferRequest.FromString(data)
-            except DecodeError:
-                raise InvalidArgument(decode_error(pb.ModelInferRequest)) from None
-            metadata = _trace_metadata(context) if self._dp.tracing.enabled else None
-            with self._dp.tracing.server_span("gateway.ModelInfer", metadata, {"model": request.model_name}):
-                outcome = await self._dp.infer(
-                    request, raw_request=data, tenant=DEFAULT_TENANT, timeout=context.time_remaining()
-                )
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+            request = pb.ModelInferRequest.FromString(data)
+        except DecodeError:
+            raise InvalidArgument(decode_error(pb.ModelInferRequest)) from None
+        metadata = _trace_metadata(context) if self._dp.tracing.enabled else None
+        with self._dp.tracing.server_span("gateway.ModelInfer", metadata, {"model": request.model_name}):
+            outcome = await self._dp.infer(
+                request, raw_request=data, tenant=DEFAULT_TENANT, timeout=context.time_remaining()
+            )
         context.set_trailing_metadata(region_metadata(self._region, outcome.cache))
         return outcome.payload
 

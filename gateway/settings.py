@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ def parse_route(text: str) -> tuple[str, list[str]]:
         if not colon or not host or not port.isdigit():
             raise ValueError(f"--route {text!r}: endpoint {endpoint!r} is not HOST:PORT")
     return model.strip(), endpoints
+
+
+DRAIN_DELAY_S = 1.0
 
 
 class GatewaySettings(BaseSettings):
@@ -58,6 +62,24 @@ class GatewaySettings(BaseSettings):
     api_keys: Path | None = None
     admin_host: str = "127.0.0.1"
     admin_token: SecretStr | None = None
+    # Where misses go (docs/knative.md): static --route endpoints, a local scale-to-zero pool, or Knative.
+    backend: Literal["static", "local", "knative"] = "static"
+    # --backend local: the repository to serve, logs and per-model repositories (default: a new temporary
+    # directory), and the pool's knobs.
+    model_repo: Path | None = None
+    state_dir: Path | None = None
+    max_instances: int = 4
+    autoscale_tick: float = 2.0
+    pool_max_queue: int = 256
+    # --backend knative: model -> its Knative Service, and how to reach them.
+    knative_services: dict[str, str] = Field(default_factory=dict)
+    knative_namespace: str = "default"
+    knative_ingress: str | None = None
+    knative_domain: str | None = None
+    trace_file: Path | None = None
+    log_level: str = "INFO"
+    # On SIGTERM, how long NOT_SERVING is reported before new calls are refused: a few of Envoy's 0.2 s checks.
+    drain_delay: float = Field(default=DRAIN_DELAY_S, ge=0)
 
     @property
     def function_tls(self) -> bool:
@@ -75,6 +97,24 @@ class GatewaySettings(BaseSettings):
                 "(--admin-token-file FILE or EDGEINFER_GATEWAY_ADMIN_TOKEN), or keep the default 127.0.0.1"
             )
         return self
+
+    def check_backend(self) -> None:
+        """ValueError, naming the flag to fix, when the backend lacks what it needs or gets what it cannot use."""
+        if self.backend == "local":
+            if self.function_tls:
+                raise ValueError(
+                    "--function-tls-* applies to --backend static; the local pool's functions "
+                    "are its own children on loopback"
+                )
+            if self.model_repo is None:
+                raise ValueError("--backend local needs --model-repo DIR")
+        elif self.backend == "knative":
+            if self.function_tls_ca is not None:
+                raise ValueError("--function-tls-* applies to --backend static; Knative Services are reached over h2c")
+            if not self.knative_services:
+                raise ValueError("--backend knative needs --knative-service MODEL[=SERVICE] for each model")
+        elif not self.routes:
+            raise ValueError("no --route given; add --route MODEL=HOST:PORT for each model")
 
     @field_validator("region")
     @classmethod

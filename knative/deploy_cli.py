@@ -35,7 +35,6 @@ from edgeinfer.knative.manifest import (
     Toleration,
     TrafficTarget,
     build_service,
-    edgeinfer_version,
 )
 from edgeinfer.knative.targets import (
     UsageError,
@@ -48,6 +47,7 @@ from edgeinfer.knative.targets import (
 )
 from edgeinfer.knative.validate import Problem, errors, validate, webhook_problems
 from edgeinfer.regions.topology import Region
+from edgeinfer.version import __version__
 
 DEFAULT_WAIT_TIMEOUT_S = 600.0
 # Flag → the Autoscaling field (Knative's annotation name) it overrides.
@@ -268,7 +268,7 @@ def render(built: Sequence[BuiltService], regions: Sequence[Region], output: str
     for service, region in zip(built, regions, strict=True):
         context = f" --context {region.kube_context}" if region.kube_context else " --context <context of the region>"
         header = (
-            f"# edgeinfer deploy {model} --region {region.name} (edgeinfer {edgeinfer_version()})\n"
+            f"# edgeinfer deploy {model} --region {region.name} (edgeinfer {__version__})\n"
             f"# equals: kubectl apply --server-side --field-manager {n.FIELD_MANAGER}{context} -f <this document>\n"
         )
         documents.append(header + yaml.safe_dump(service.manifest, sort_keys=False))

@@ -9,7 +9,6 @@ and a TensorRT engine-cache volume (emptyDir; a PersistentVolumeClaim needs Knat
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +16,10 @@ from typing import Any
 from edgeinfer import knative_names as n
 from edgeinfer.functions.config import Autoscaling
 from edgeinfer.knative import flags
+from edgeinfer.version import __version__
 
-DEFAULT_IMAGE = "edgeinfer/function:0.1.0"  # what `docker build -f deploy/function.Dockerfile` is tagged in docs
+# What `docker build -f deploy/function.Dockerfile` is tagged in the docs.
+DEFAULT_IMAGE = f"edgeinfer/function:{__version__}"
 DEFAULT_NAMESPACE = "default"
 CONTAINER_NAME = "function"
 CONTAINER_PORT = 8080
@@ -42,13 +43,6 @@ ENV_MODELS = "EDGEINFER_MODELS"
 ENV_PROVIDERS = "EDGEINFER_EXECUTION_PROVIDERS"
 ENV_ENGINE_CACHE = "EDGEINFER_TRT_ENGINE_CACHE"
 ENV_REGION = "EDGEINFER_REGION"
-
-
-def edgeinfer_version() -> str:
-    try:
-        return importlib.metadata.version("edgeinfer")
-    except importlib.metadata.PackageNotFoundError:
-        return "dev"
 
 
 @dataclass(frozen=True)
@@ -191,7 +185,7 @@ def build_service(model: str, region: str, options: ServiceOptions | None = None
         n.LABEL_MANAGED_BY: n.MANAGED_BY,
         n.LABEL_PART_OF: "edgeinfer",
         n.LABEL_COMPONENT: "function",
-        n.LABEL_VERSION: edgeinfer_version(),
+        n.LABEL_VERSION: __version__,
         n.LABEL_MODEL: model,
         n.LABEL_REGION: region,
         n.LABEL_MODEL_VERSION: options.model_version or "latest",

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if args.validate:
-        from edgeinfer.regions.envoy_process import EnvoyNotFound, validate
+        from edgeinfer.regions.envoy_binary import EnvoyNotFound, validate
 
         try:
             ok, output = validate(args.output)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 from testkit.pki import Pki, build_pki
-from testkit.procs import Proc, start_function
+from testkit.procs import Proc, free_port, start_function
+from testkit.slow import SlowFunction, prime, write_slow_model
 
 from edgeinfer.functions.examples import write_examples
 
@@ -35,3 +36,17 @@ def function_address(function_server: tuple[Proc, str]) -> str:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """Throwaway certificates (tests/pki.py), shared by the TLS tests of every package."""
     return build_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def slow_function(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowFunction]:
+    """A function serving only `slow` (testkit/slow.py), with a metrics port, primed."""
+    repo = tmp_path_factory.mktemp("slow-models")
+    write_slow_model(repo, model_repo)
+    port = free_port()
+    proc, address = start_function(repo, tmp_path_factory.mktemp("slow-logs"), "--metrics-port", str(port))
+    try:
+        prime(address)
+        yield SlowFunction(address, f"http://127.0.0.1:{port}/metrics")
+    finally:
+        proc.stop()

@@ -26,8 +26,8 @@ from edgeinfer.tuner.live import (
     LiveError,
     LocalPoolApplier,
     ModelReadings,
-    http_text,
     parse_metrics,
+    read_metrics,
 )
 from edgeinfer.tuner.planner import Decision, TunerSettings, apply_region_budget, decide_pool
 from edgeinfer.tuner.profiles import CPU_PROFILES, ColdStart, LogNormal, ModelProfile
@@ -136,13 +136,13 @@ def run(args: argparse.Namespace) -> int:
         while True:
             for region in names:
                 if region not in before:
-                    before[region] = (time.monotonic(), parse_metrics(http_text(f"http://{admin[region]}/metrics")))
+                    before[region] = (time.monotonic(), parse_metrics(read_metrics(local.admin[region])))
             time.sleep(args.sample_s if not args.watch or not before else 0)
             for region in names:
                 t0, first = before[region]
                 pools = local.pools(region)
                 now = time.monotonic()
-                after = parse_metrics(http_text(f"http://{admin[region]}/metrics"))
+                after = parse_metrics(read_metrics(local.admin[region]))
                 before[region] = (now, after)
                 rates = {m: max(0.0, after.get(m, ModelReadings()).calls - first.get(m, ModelReadings()).calls)
                          / max(now - t0, 1e-6) for m in pools}  # fmt: skip

@@ -3,46 +3,43 @@ Prometheus /metrics, PATCH /v1/pools/<model>) for the local pool, and Knative an
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeinfer.regions.observe import quantile_from_buckets
+from edgeinfer.gateway.admin_client import AdminClient, AdminError
+from edgeinfer.gateway.metrics import (
+    GATEWAY_COLD_START_SECONDS,
+    GATEWAY_COLD_START_WAITS,
+    GATEWAY_FUNCTION_CALL_SECONDS,
+    GATEWAY_FUNCTION_CALLS,
+)
+from edgeinfer.metrics import quantile_from_buckets
 
-CALLS = "edgeinfer_gateway_function_calls_total"
-CALL_SECONDS = "edgeinfer_gateway_function_call_seconds"
-COLD_BUCKET = "edgeinfer_gateway_cold_start_seconds_bucket"
-COLD_WAITS = "edgeinfer_gateway_cold_start_waits_total"
+CALLS = GATEWAY_FUNCTION_CALLS
+CALL_SECONDS = GATEWAY_FUNCTION_CALL_SECONDS
+COLD_BUCKET = GATEWAY_COLD_START_SECONDS + "_bucket"
+COLD_WAITS = GATEWAY_COLD_START_WAITS
 
 
 class LiveError(Exception):
     """A region that cannot be read or changed; the message names it and the address."""
 
 
-def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return json.loads(reply.read().decode())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise LiveError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise LiveError(f"{method} {url}: {getattr(exc, 'reason', exc)}; is the stack up (edgeinfer up)?") from None
+def _live_error(exc: AdminError) -> LiveError:
+    if exc.status is not None:
+        return LiveError(str(exc))
+    return LiveError(f"{exc}; is the stack up (edgeinfer up)?")
 
 
-def http_text(url: str, timeout: float = 5.0) -> str:
+def read_metrics(admin: str, timeout: float = 5.0) -> str:
+    """The Prometheus text of a region's admin port (HOST:PORT)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return str(reply.read().decode())
-    except (urllib.error.URLError, OSError) as exc:
-        raise LiveError(f"GET {url}: {getattr(exc, 'reason', exc)}; is the stack up (edgeinfer up)?") from None
+        return AdminClient(admin, timeout=timeout).metrics()
+    except AdminError as exc:
+        raise _live_error(exc) from None
 
 
 @dataclass
@@ -93,16 +90,20 @@ class LocalPoolApplier:
         self.admin = admin  # region -> HOST:PORT
 
     def pools(self, region: str) -> dict[str, Any]:
-        reply = http_json(f"http://{self.admin[region]}/v1/pools")
-        pools: dict[str, Any] = reply.get("pools", {})
-        return pools
+        try:
+            return AdminClient(self.admin[region]).pools()
+        except AdminError as exc:
+            raise _live_error(exc) from None
 
     def current(self, region: str, model: str) -> dict[str, Any]:
         knobs: dict[str, Any] = self.pools(region).get(model, {}).get("knobs", {})
         return knobs
 
     def apply(self, region: str, model: str, changes: dict[str, Any]) -> None:
-        http_json(f"http://{self.admin[region]}/v1/pools/{model}", "PATCH", changes)
+        try:
+            AdminClient(self.admin[region]).update_pool(model, changes)
+        except AdminError as exc:
+            raise _live_error(exc) from None
 
 
 class KnativeApplier:
@@ -160,7 +161,7 @@ class KnativeApplier:
         from kubernetes import client as k8s
         from kubernetes.client.exceptions import ApiException
 
-        from edgeinfer.knative import names
+        from edgeinfer import knative_names as names
         from edgeinfer.knative_names import service_name
 
         name = service_name(model)

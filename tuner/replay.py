@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from edgeinfer.tuner.live import LiveError, LocalPoolApplier, http_text, parse_metrics
+from edgeinfer.tuner.live import LiveError, LocalPoolApplier, parse_metrics, read_metrics
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +140,7 @@ def run_replay(args: argparse.Namespace) -> int:
             knobs = base_knobs(profiles[model]).model_dump(by_alias=True)
             applier.apply(region, model, {k: knobs[k] for k in ("target", "min-scale", "scale-down-delay",
                                                                   "scale-to-zero-pod-retention-period")})  # fmt: skip
-        before = {r: parse_metrics(http_text(f"http://{admin[r]}/metrics")) for r in {p[0] for p in pools}}
+        before = {r: parse_metrics(read_metrics(admin[r])) for r in {p[0] for p in pools}}
         targets = []
         for region, model in pools:
             address = regions[region].gateway.grpc_address
@@ -151,7 +151,7 @@ def run_replay(args: argparse.Namespace) -> int:
     schedule = sorted((float(t), i) for i, pool in enumerate(pools) for t in split[1][pool])
     print(f"replaying {len(schedule):,} requests over {trace.duration_s:.0f}s, tuner {args.tuner}", flush=True)
     latency, failed = asyncio.run(_send_all(schedule, targets, changes, args.timeout_s))
-    after = {r: parse_metrics(http_text(f"http://{admin[r]}/metrics")) for r in before}
+    after = {r: parse_metrics(read_metrics(admin[r])) for r in before}
     pool_of = np.array([i for _, i in schedule])
     result: dict[str, Any] = {"tuner": args.tuner, "trace": str(args.trace), "requests": len(schedule),
                               "failed": int(failed.sum()), "regions": {}}  # fmt: skip

@@ -1,7 +1,10 @@
 """Errors of the data plane, each with the gRPC status (and HTTP status) it maps to.
 
-Every front (gRPC, REST) turns these into a status in one place; the message
-is meant for a person: it names the model or tensor and what was expected.
+Each transport turns these into a status in one place: gRPC in
+edgeinfer/serving.py (`ErrorMapping`, applied where the function's and the
+gateway's servicers are registered), aiohttp in gateway/rest.py (the
+`json_errors` middleware of the REST and admin fronts). The message is meant
+for a person: it names the model or tensor and what was expected.
 """
 
 from __future__ import annotations

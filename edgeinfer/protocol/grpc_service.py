@@ -16,6 +16,8 @@ from google.protobuf.message import DecodeError, Message
 from edgeinfer.protocol import open_inference_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
+# A unary method of a servicer: (request, context) -> reply.
+UnaryMethod = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 _UNARY: dict[str, tuple[type[Message], type[Message]]] = {
     "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
@@ -75,18 +77,25 @@ def _serializer(response_type: type[Message]) -> Callable[[Any], bytes]:
     return to_bytes
 
 
-def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
+def add_inference_service(
+    servicer: Any,
+    server: grpc.aio.Server,
+    wrap: Callable[[UnaryMethod], UnaryMethod] | None = None,
+) -> None:
     """Serve `servicer`'s Open Inference methods (ModelStreamInfer if it has one).
 
     A servicer with `ModelInferRaw(data: bytes, context)` gets ModelInfer's
-    request bytes unparsed, to parse or forward as it sees fit.
+    request bytes unparsed, to parse or forward as it sees fit. `wrap` is
+    applied to each unary method once, here (edgeinfer.serving.ErrorMapping
+    maps errors to statuses this way); the request is parsed outside it.
     """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for name, (request_type, response_type) in _UNARY.items():
-        if name == "ModelInfer" and hasattr(servicer, "ModelInferRaw"):
-            behaviour = servicer.ModelInferRaw
-        else:
-            behaviour = _unary(getattr(servicer, name), request_type)
+        raw = name == "ModelInfer" and hasattr(servicer, "ModelInferRaw")
+        method = servicer.ModelInferRaw if raw else getattr(servicer, name)
+        if wrap is not None:
+            method = wrap(method)
+        behaviour = method if raw else _unary(method, request_type)
         handlers[name] = grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=None, response_serializer=_serializer(response_type)
         )

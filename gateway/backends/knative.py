@@ -22,6 +22,7 @@ from typing import TypeVar
 import grpc
 
 from edgeinfer.gateway.backends.base import BackendError, FunctionEndpoint, Metadata, error_from_rpc
+from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.knative_names import cluster_local_host, external_host
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
@@ -101,15 +102,12 @@ class KnativeBackend:
     async def _call(self, model: str, timeout: float, call: Callable[[FunctionEndpoint, float], Awaitable[T]]) -> T:
         endpoint = self._endpoint(model)
         deadline = time.monotonic() + timeout
-        for attempt in range(2):
-            try:
-                # A retry gets what is left of the caller's deadline, not a fresh one.
-                return await call(endpoint, max(0.0, deadline - time.monotonic()))
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.UNAVAILABLE and attempt == 0:
-                    continue
-                raise self._error(error, model) from None
-        raise AssertionError("unreachable")
+        return await call_with_retry(
+            lambda _: call(endpoint, time_left(deadline)),
+            lambda error, _: self._error(error, model),
+            deadline=deadline,
+            retries=1,
+        )
 
     async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
         return await self._call(model, timeout, lambda e, t: e.infer(request, t, metadata))

@@ -10,12 +10,11 @@ replaced and its in-flight requests are retried on another.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import itertools
 import logging
 import os
 import signal
+import socket
 import statistics
 import sys
 import time
@@ -27,18 +26,28 @@ from typing import Any
 
 import grpc
 
+from edgeinfer.children import die_with_parent
 from edgeinfer.functions import repository
 from edgeinfer.functions.config import Autoscaling
 from edgeinfer.functions.metadata import metadata_from_files
 from edgeinfer.gateway.autoscaler import KPA, Decision
 from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc, request_arrival
+from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.gateway.metrics import GatewayMetrics
+from edgeinfer.probes import grpc_serving_aio
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import DeadlineExceeded, ModelNotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
-READY_LINE = "edgeinfer function ready on "
+READY_SERVICE = "inference.GRPCInferenceService"  # SERVING on grpc.health.v1 once every model is warm
+PROBE_SECONDS = 0.02  # how often a starting instance is asked; readiness itself is its health answer
+# Reconnect soon after a refused connect (gRPC's default backoff starts at 1 s): the instance listens early.
+PROBE_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 100),
+]
 SAMPLE_SECONDS = 0.1
 DEFAULT_TICK_SECONDS = 2.0  # Knative's autoscaler tick
 MAX_RETRIES = 3
@@ -51,10 +60,12 @@ def _refused(error: grpc.aio.AioRpcError) -> bool:
     return "failed to connect" in details or "Connection refused" in details
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the gateway dies, so no function outlives it (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _free_port() -> int:
+    """A port for an instance, given to it rather than read back from its output. Another process may take
+    it first; the instance then exits while starting and is replaced like any crash."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -63,6 +74,7 @@ class Instance:
     process: asyncio.subprocess.Process
     spawned_at: float
     log_path: Path
+    address: str
     state: str = "starting"  # starting → ready → draining → gone; "lost": refuses connections, exit not seen yet
     endpoint: FunctionEndpoint | None = None
     ready_at: float | None = None
@@ -152,6 +164,7 @@ class ModelPool:
         number = next(self._ids)
         log_path = self._log_dir / f"{self.model}-{number}.log"
         log_file = log_path.open("ab")
+        port = _free_port()
         self._spawning += 1  # counted as starting from now: a concurrent request must not start another
         try:
             process = await asyncio.create_subprocess_exec(
@@ -164,17 +177,19 @@ class ModelPool:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_file,
+                str(port),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                # Spawned from the event loop's thread, the main one: the instance dies with the gateway.
+                preexec_fn=die_with_parent(),
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         finally:
             log_file.close()
             self._spawning -= 1
-        instance = Instance(number, process, time.monotonic(), log_path)
+        instance = Instance(number, process, time.monotonic(), log_path, f"127.0.0.1:{port}")
         self.instances.append(instance)
         instance.watcher = asyncio.get_running_loop().create_task(self._watch(instance))
         self._publish()
@@ -182,32 +197,16 @@ class ModelPool:
         return instance
 
     async def _watch(self, instance: Instance) -> None:
-        """Read the function's output until it says ready; then notice when it exits."""
-        assert instance.process.stdout is not None
-        while instance.state == "starting":
-            line = await instance.process.stdout.readline()
-            if not line:
-                break
-            text = line.decode(errors="replace")
-            if text.startswith(READY_LINE):
-                address = text[len(READY_LINE) :].split()[0]
-                instance.endpoint = FunctionEndpoint(address, self._max_message_bytes)
-                instance.ready_at = time.monotonic()
-                instance.state = "ready"
-                if self.count("ready") >= self.initial_target:
-                    self.reached_initial = True
-                cold = instance.ready_at - instance.spawned_at
-                self.cold_starts.append(cold)
-                self._metrics.cold_start(self.model, cold)
-                log.info(
-                    "%s/%s: instance %d ready at %s after %.2fs", self.region, self.model, instance.id, address, cold
-                )
-                self._publish()
-                async with self._capacity:
-                    self._capacity.notify_all()
-        # Keep draining stdout so the child never blocks on a full pipe.
-        while await instance.process.stdout.read(65536):
-            pass
+        """Ask the instance's gRPC health until it answers SERVING; then notice when it exits."""
+        exited = asyncio.ensure_future(instance.process.wait())
+        async with grpc.aio.insecure_channel(instance.address, options=PROBE_CHANNEL_OPTIONS) as channel:
+            while instance.state == "starting" and not exited.done():
+                if await grpc_serving_aio(channel, READY_SERVICE, timeout=1.0):
+                    self._ready(instance)
+                    async with self._capacity:
+                        self._capacity.notify_all()
+                    break
+                await asyncio.wait({exited}, timeout=PROBE_SECONDS)
         code = await instance.process.wait()
         expected = instance.state == "draining" or self._closing
         instance.state = "gone"
@@ -231,6 +230,19 @@ class ModelPool:
                 await self._reconcile(self.kpa.decide(time.monotonic(), self.count("ready"), self.count("starting")))
         async with self._capacity:
             self._capacity.notify_all()
+
+    def _ready(self, instance: Instance) -> None:
+        address = instance.address
+        instance.endpoint = FunctionEndpoint(address, self._max_message_bytes)
+        instance.ready_at = time.monotonic()
+        instance.state = "ready"
+        if self.count("ready") >= self.initial_target:
+            self.reached_initial = True
+        cold = instance.ready_at - instance.spawned_at
+        self.cold_starts.append(cold)
+        self._metrics.cold_start(self.model, cold)
+        log.info("%s/%s: instance %d ready at %s after %.2fs", self.region, self.model, instance.id, address, cold)
+        self._publish()
 
     @staticmethod
     async def _close_when_idle(instance: Instance, endpoint: FunctionEndpoint, limit: float = 10.0) -> None:
@@ -373,35 +385,41 @@ class ModelPool:
         deadline = time.monotonic() + timeout
         arrived = request_arrival.get() or time.monotonic()
         waited_cold = False
-        retries = 0
+        used: list[Instance] = []  # the instance of each attempt
+
+        async def attempt(_: int) -> bytes:
+            nonlocal waited_cold
+            while (instance := self._pick()) is None:
+                waited_cold = waited_cold or self.count("starting") > 0 or self.count("ready") == 0
+                await self._wait_for_capacity(deadline)
+            assert instance.endpoint is not None
+            used.append(instance)
+            instance.inflight += 1
+            try:
+                # What is left after waiting for an instance, so computed here rather than by the retry helper.
+                return await instance.endpoint.infer(request, time_left(deadline), metadata)
+            finally:
+                instance.inflight -= 1
+                if self.knobs.container_concurrency:
+                    async with self._capacity:
+                        self._capacity.notify()
+
+        def lost(error: grpc.aio.AioRpcError, _: int) -> None:
+            # The instance died or is draining: another one takes the request.
+            instance = used[-1]
+            if instance.state == "ready" and (instance.process.returncode is not None or _refused(error)):
+                # Refused connections mean it is gone, even before its exit is noticed (then: a crash).
+                instance.state = "lost"
+
+        def fail(error: grpc.aio.AioRpcError, _: int) -> Exception:
+            endpoint = used[-1].endpoint
+            return error_from_rpc(error, endpoint.address if endpoint else "?", self.model)
+
         self._track(+1)
         try:
-            while True:
-                instance = self._pick()
-                if instance is None:
-                    waited_cold = waited_cold or self.count("starting") > 0 or self.count("ready") == 0
-                    await self._wait_for_capacity(deadline)
-                    continue
-                assert instance.endpoint is not None
-                instance.inflight += 1
-                try:
-                    reply = await instance.endpoint.infer(request, max(0.0, deadline - time.monotonic()), metadata)
-                    # Served by an instance that became ready after the request arrived: it waited on a cold start.
-                    return reply, waited_cold or (instance.ready_at or 0.0) > arrived
-                except grpc.aio.AioRpcError as error:
-                    retryable = error.code() == grpc.StatusCode.UNAVAILABLE and retries < MAX_RETRIES
-                    if retryable and deadline > time.monotonic():
-                        retries += 1  # the instance died or is draining: another one takes the request
-                        if instance.state == "ready" and (instance.process.returncode is not None or _refused(error)):
-                            # Refused connections mean it is gone, even before its exit is noticed (then: a crash).
-                            instance.state = "lost"
-                        continue
-                    raise error_from_rpc(error, instance.endpoint.address, self.model) from None
-                finally:
-                    instance.inflight -= 1
-                    if self.knobs.container_concurrency:
-                        async with self._capacity:
-                            self._capacity.notify()
+            reply = await call_with_retry(attempt, fail, deadline=deadline, retries=MAX_RETRIES, on_retry=lost)
+            # Served by an instance that became ready after the request arrived: it waited on a cold start.
+            return reply, waited_cold or (used[-1].ready_at or 0.0) > arrived
         finally:
             self._track(-1)
 

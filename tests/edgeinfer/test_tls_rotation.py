@@ -27,6 +27,15 @@ def served_serial(port: int, ca: Path) -> int:
         return int(str(tls.getpeercert()["serialNumber"]), 16)
 
 
+def _handshakes(port: int, ca: Path) -> bool:
+    """True once a TLS handshake on the port succeeds: the front listens (a probe, not its log line)."""
+    try:
+        served_serial(port, ca)
+    except OSError:  # refused while starting; ssl.SSLError is an OSError too
+        return False
+    return True
+
+
 def serial_of(pair: Pair) -> int:
     from cryptography import x509
 
@@ -95,7 +104,7 @@ def test_gateway_rest_front_serves_a_rotated_certificate(tmp_path: Path) -> None
             "--route", f"fraud=127.0.0.1:{free_port()}", "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
     proc = Proc(argv, tmp_path / "gateway.log")
     try:
-        proc.wait_until(lambda: "edgeinfer gateway region=" in proc.output(), 60, "gateway")
+        proc.wait_until(lambda: _handshakes(rest_port, authority.pem), 60, "gateway's REST front")
         assert served_serial(rest_port, authority.pem) == serial_of(first)
         install(second, cert, key)
         assert served_serial(rest_port, authority.pem) == serial_of(second)

@@ -8,8 +8,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from testkit.procs import Proc, start_function
+from testkit.procs import Proc, scrape_metrics, start_function
+from testkit.slow import MODEL as SLOW
+from testkit.slow import SlowFunction, refusal, slow_request
 
+from edgeinfer.functions.metrics import FUNCTION_REQUEST_FAILURES
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request, output_arrays
@@ -167,12 +170,27 @@ def test_oversized_message_is_resource_exhausted(small_limit_server: str) -> Non
         assert output_arrays(stub.ModelInfer(small, timeout=5))["scores"].shape == (1, 1000)
 
 
-def test_caller_deadline_is_honoured(function_address: str) -> None:
-    with grpc.insecure_channel(function_address) as channel:
+def test_caller_deadline_is_honoured(slow_function: SlowFunction) -> None:
+    """The function acts on the caller's deadline: work that cannot finish within it is refused at once.
+
+    (A deadline that expires in the client, as a sub-millisecond one does, would prove nothing.)
+    """
+    failures = FUNCTION_REQUEST_FAILURES + f'{{code="RESOURCE_EXHAUSTED",model="{SLOW}"}}'
+    before = scrape_metrics(slow_function.metrics_url).get(failures, 0)
+    left_ms = []
+    with grpc.insecure_channel(slow_function.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.ModelInfer(build_request("ranker", {"embedding": np.ones((64, 512), np.float32)}), timeout=0.0005)
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for deadline_s in (0.5, 1.5):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(slow_request(), timeout=deadline_s)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+            refused = refusal(info.value.details() or "")
+            assert refused is not None, info.value.details()
+            # The deadline it read is this caller's (not the model's 60 s timeout_ms), up to gRPC's rounding.
+            assert 0 < refused[1] <= deadline_s * 1000 + 50
+            left_ms.append(refused[1])
+    assert left_ms[1] > left_ms[0]  # and it follows the caller's value: 1 s more given, more left
+    assert scrape_metrics(slow_function.metrics_url).get(failures, 0) == before + 2
 
 
 def test_busy_port_gives_a_clear_message(model_repo: Path, function_server: tuple[Proc, str], tmp_path: Path) -> None:

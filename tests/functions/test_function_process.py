@@ -13,6 +13,16 @@ import numpy as np
 import pytest
 from testkit.procs import free_port, grpc_ready, start_function
 
+from edgeinfer.functions.metrics import (
+    FUNCTION_BATCH_SIZE,
+    FUNCTION_COLD_START_SECONDS,
+    FUNCTION_COMPUTE_SECONDS,
+    FUNCTION_QUEUE_SECONDS,
+    FUNCTION_READY,
+    FUNCTION_REQUEST_FAILURES,
+    FUNCTION_REQUEST_SECONDS,
+    FUNCTION_REQUESTS,
+)
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request
 
@@ -58,28 +68,28 @@ def test_port_from_env_metrics_and_batching(model_repo: Path, tmp_path: Path) ->
     try:
         proc.wait_until(lambda: grpc_ready(f"127.0.0.1:{port}"), 60, "function on $PORT")
         metrics = scrape(metrics_port)
-        assert metrics["edgeinfer_function_ready"] == 1
-        assert metrics["edgeinfer_function_cold_start_seconds_count"] == 1
-        assert 0 < metrics["edgeinfer_function_cold_start_seconds_sum"] < 60
+        assert metrics[FUNCTION_READY] == 1
+        assert metrics[FUNCTION_COLD_START_SECONDS + "_count"] == 1
+        assert 0 < metrics[FUNCTION_COLD_START_SECONDS + "_sum"] < 60
         asyncio.run(burst(f"127.0.0.1:{port}", "ranker", np.ones((1, 512), np.float32), 48))
         metrics = scrape(metrics_port)
-        assert metrics['edgeinfer_function_requests_total{code="OK",model="ranker"}'] == 48
-        batches = metrics['edgeinfer_function_batch_size_count{model="ranker"}']
-        rows = metrics['edgeinfer_function_batch_size_sum{model="ranker"}']
+        assert metrics[FUNCTION_REQUESTS + '{code="OK",model="ranker"}'] == 48
+        batches = metrics[FUNCTION_BATCH_SIZE + '_count{model="ranker"}']
+        rows = metrics[FUNCTION_BATCH_SIZE + '_sum{model="ranker"}']
         assert rows == 48 and batches < 48, "concurrent requests should have been batched"
-        assert metrics['edgeinfer_function_compute_seconds_count{model="ranker"}'] == batches
-        assert metrics['edgeinfer_function_queue_seconds_count{model="ranker"}'] == 48
-        assert metrics['edgeinfer_function_request_seconds_count{code="OK",model="ranker"}'] == 48
-        assert metrics['edgeinfer_function_request_seconds_sum{code="OK",model="ranker"}'] > 0
+        assert metrics[FUNCTION_COMPUTE_SECONDS + '_count{model="ranker"}'] == batches
+        assert metrics[FUNCTION_QUEUE_SECONDS + '_count{model="ranker"}'] == 48
+        assert metrics[FUNCTION_REQUEST_SECONDS + '_count{code="OK",model="ranker"}'] == 48
+        assert metrics[FUNCTION_REQUEST_SECONDS + '_sum{code="OK",model="ranker"}'] > 0
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
             pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
                 build_request("ranker", {"embedding": np.ones((1, 3), np.float32)})
             )
         metrics = scrape(metrics_port)
-        assert metrics['edgeinfer_function_request_failures_total{code="INVALID_ARGUMENT",model="ranker"}'] == 1
-        assert metrics['edgeinfer_function_request_seconds_count{code="INVALID_ARGUMENT",model="ranker"}'] == 1
+        assert metrics[FUNCTION_REQUEST_FAILURES + '{code="INVALID_ARGUMENT",model="ranker"}'] == 1
+        assert metrics[FUNCTION_REQUEST_SECONDS + '_count{code="INVALID_ARGUMENT",model="ranker"}'] == 1
         # A rejection is decided before any compute: it lands in the lowest buckets, not near the deadline.
-        fast = 'edgeinfer_function_request_seconds_bucket{code="INVALID_ARGUMENT",le="0.01",model="ranker"}'
+        fast = FUNCTION_REQUEST_SECONDS + '_bucket{code="INVALID_ARGUMENT",le="0.01",model="ranker"}'
         assert metrics[fast] == 1
         assert "cold start" in proc.output()
     finally:

@@ -13,6 +13,8 @@ import pytest
 from testkit.pki import Pki, client_context
 from testkit.procs import Proc, free_port, grpc_ready
 
+from edgeinfer.functions.metrics import FUNCTION_READY
+
 TOKEN = "metrics-token-4e1f0b7d9a"
 
 
@@ -50,7 +52,7 @@ def test_token_is_required_and_never_logged(model_repo: Path, tmp_path: Path) ->
         assert status == 401 and "Bearer <metrics token>" in body
         assert get(metrics_port, token="wrong")[0] == 401
         status, body = get(metrics_port, token=TOKEN)
-        assert status == 200 and "edgeinfer_function_ready 1.0" in body
+        assert status == 200 and f"{FUNCTION_READY} 1.0" in body
     finally:
         proc.stop()
     assert TOKEN not in proc.output()
@@ -71,7 +73,7 @@ def test_metrics_follow_the_grpc_ports_mutual_tls(model_repo: Path, pki: Pki, tm
     try:
         proc.wait_until(lambda: "ready on" in proc.output(), 60, "function")
         status, body = get(metrics_port, client_context(pki.ca, pki.client))
-        assert status == 200 and "edgeinfer_function_ready 1.0" in body
+        assert status == 200 and f"{FUNCTION_READY} 1.0" in body
         refusals: list[type[BaseException]] = [ssl.SSLError, ConnectionError, http.client.HTTPException]
         for context in (client_context(pki.ca, None), client_context(pki.ca, pki.rogue_client)):
             with pytest.raises(tuple(refusals)):

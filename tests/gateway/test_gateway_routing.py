@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from testkit.procs import Proc, free_port, scrape_metrics, start_function, start_gateway
+from testkit.slow import MODEL as SLOW
+from testkit.slow import QUEUE_DELAY_S, SlowFunction, refusal, slow_request
+from testkit.slow import TIMEOUT_MS as SLOW_TIMEOUT_MS
 
+from edgeinfer.functions.metrics import FUNCTION_REQUEST_FAILURES, FUNCTION_REQUESTS
+from edgeinfer.gateway.metrics import GATEWAY_FUNCTION_CALLS, GATEWAY_REQUESTS
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request, output_arrays
@@ -114,7 +119,7 @@ def test_bad_requests_stop_at_the_gateway(
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request_, timeout=5)
     assert info.value.code() == code and phrase in (info.value.details() or "")
     after = scrape_metrics(plain_gateway["admin"] + "/metrics")
-    calls = [k for k in after if k.startswith("edgeinfer_gateway_function_calls_total")]
+    calls = [k for k in after if k.startswith(GATEWAY_FUNCTION_CALLS)]
     assert all(after[k] == before.get(k, 0) for k in calls), "a bad request reached a function"
 
 
@@ -125,11 +130,38 @@ def test_truncated_message_is_invalid_argument(plain_gateway: dict[str, str]) ->
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_caller_deadline_reaches_the_function(plain_gateway: dict[str, str]) -> None:
-    request = build_request("ranker", {"embedding": np.ones((64, 512), np.float32)})
-    with grpc.insecure_channel(plain_gateway["grpc"]) as channel, pytest.raises(grpc.RpcError) as info:
-        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=0.002)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+def test_caller_deadline_reaches_the_function(slow_function: SlowFunction, tmp_path: Path) -> None:
+    """The function refuses by the caller's deadline: it saw it, through the gateway (testkit/slow.py).
+
+    A gateway that dropped the deadline would send the model's timeout_ms (1 s) or its own default (10 s)
+    instead: the function would say so in "N ms left", or admit the request and leave the caller to its timer.
+    """
+    gateway, addresses = start_gateway(tmp_path, {SLOW: [slow_function.address]}, "--l1-max-bytes", "0")
+    deadline_s = 0.5
+    failures = FUNCTION_REQUEST_FAILURES + f'{{code="RESOURCE_EXHAUSTED",model="{SLOW}"}}'
+    try:
+        before = scrape_metrics(slow_function.metrics_url).get(failures, 0)
+        with grpc.insecure_channel(addresses["grpc"]) as channel, pytest.raises(grpc.RpcError) as info:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(slow_request(), timeout=deadline_s)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+        refused = refusal(info.value.details() or "")
+        assert refused is not None, info.value.details()
+        queued_ms, left_ms = refused
+        assert queued_ms >= QUEUE_DELAY_S * 1000  # the primed estimate: why it could not finish in time
+        # What the function was told is left: the caller's second less the way there (and gRPC's rounding).
+        assert 0 < left_ms <= deadline_s * 1000 + 50
+        assert scrape_metrics(slow_function.metrics_url).get(failures, 0) == before + 1
+        # No caller deadline: the model's timeout_ms is the budget (a gateway that sent its own 10 s default,
+        # and a function that ignored timeout_ms, would both admit it and answer after the queue delay).
+        with grpc.insecure_channel(addresses["grpc"]) as channel, pytest.raises(grpc.RpcError) as info:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(slow_request(), timeout=None)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+        refused = refusal(info.value.details() or "")
+        assert refused is not None, info.value.details()
+        assert SLOW_TIMEOUT_MS / 2 < refused[1] <= SLOW_TIMEOUT_MS + 50
+        assert scrape_metrics(slow_function.metrics_url).get(failures, 0) == before + 2
+    finally:
+        gateway.stop()
 
 
 def post(url: str, body: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
@@ -168,7 +200,7 @@ def test_admin_port(plain_gateway: dict[str, str]) -> None:
     assert json.loads(urllib.request.urlopen(f"{admin}/healthz", timeout=5).read())["live"] is True
     assert json.loads(urllib.request.urlopen(f"{admin}/readyz", timeout=5).read())["ready"] is True
     metrics = scrape_metrics(f"{admin}/metrics")
-    assert any(f'region="{REGION}"' in k for k in metrics if k.startswith("edgeinfer_gateway_requests_total"))
+    assert any(f'region="{REGION}"' in k for k in metrics if k.startswith(GATEWAY_REQUESTS))
 
 
 def test_static_backend_spreads_load_and_retries_on_unavailable(model_repo: Path, tmp_path: Path) -> None:
@@ -199,9 +231,7 @@ def test_static_backend_spreads_load_and_retries_on_unavailable(model_repo: Path
         assert not failures, failures[:3]
         assert all(output_arrays(r)["probabilities"].shape == (1, 2) for r in results)  # type: ignore[arg-type]
         served = [
-            scrape_metrics(f"http://127.0.0.1:{p}/metrics").get(
-                'edgeinfer_function_requests_total{code="OK",model="fraud"}', 0
-            )
+            scrape_metrics(f"http://127.0.0.1:{p}/metrics").get(FUNCTION_REQUESTS + '{code="OK",model="fraud"}', 0)
             for p in metric_ports
         ]
         assert sum(served) == 200

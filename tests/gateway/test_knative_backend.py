@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,10 +173,10 @@ def test_a_wrong_domain_is_reported_as_no_route(ingress: str, tmp_path: Path) ->
         region="eu-west",
     )
     try:
-        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as failed:
             infer(addresses["grpc"], fraud_request())
-        assert time.monotonic() - started < 5
+        # An answer, not a wait: a gateway that waited out the call would give DEADLINE_EXCEEDED (10 s client
+        # deadline), and one that retried UNIMPLEMENTED would not say "no route". No wall-clock bound (loaded CI).
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
         details = failed.value.details() or ""
         assert "fraud.default.us-east.example.com" in details and "has no route for model 'fraud'" in details

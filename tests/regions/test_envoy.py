@@ -23,9 +23,10 @@ from testkit.procs import Proc, free_port, grpc_ready, start_gateway
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request
+from edgeinfer.regions.envoy_binary import find_envoy, validate
 from edgeinfer.regions.envoy_config import EDS_DIR, EnvoyPorts, bootstrap, write_config, write_eds
-from edgeinfer.regions.envoy_process import envoy_argv, find_envoy, host_health, is_ready, validate
 from edgeinfer.regions.topology import Topology, default_topology, parse_topology
+from edgeinfer.stack.envoy import envoy_argv, host_health, is_ready
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 NEIGHBOURS = {"us-east": ["eu-west", "ap-south"], "eu-west": ["us-east", "ap-south"], "ap-south": ["eu-west"]}

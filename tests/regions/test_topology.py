@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeinfer.regions.local import entry_address, local_layout
 from edgeinfer.regions.topology import (
     DEFAULT_TOPOLOGY_FILE,
     TopologyError,
@@ -17,6 +16,7 @@ from edgeinfer.regions.topology import (
     load_topology,
     parse_topology,
 )
+from edgeinfer.stack.state import entry_address, local_layout
 
 
 def test_default_topology_file_equals_the_default() -> None:

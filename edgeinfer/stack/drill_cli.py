@@ -1,7 +1,8 @@
 """`edgeinfer drill`: fault a region of the multi-region stack under open-loop load and check the promise that a
 region can die and nothing is lost.
 
-The drill starts the stack of `edgeinfer up` (Redis, a gateway with its local pool per region, Envoy in front),
+The drill starts the stack of `edgeinfer up` (edgeinfer/stack/local.py: Redis, a gateway with its local pool per
+region, Envoy in front, all children of one supervisor),
 keeps the drilled model warm in every region (`--standby-min-scale`, through the pools' admin API, the tuner's
 lever), runs `edgeinfer bench` through Envoy with unique inputs (every request reaches a function), and
 injects the fault into the region itself; faults at Envoy's edge would test the client, not the failover:
@@ -19,7 +20,6 @@ the budgets it states.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,10 +35,13 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgeinfer.gateway.admin_client import AdminClient
 from edgeinfer.regions.drill_report import Action, Budgets, DrillResult, HealthChange, plot
 from edgeinfer.regions.envoy_config import Timings
-from edgeinfer.regions.processes import set_child_subreaper, wide_console_width
 from edgeinfer.regions.topology import Topology, TopologyError, default_topology, load_topology
+from edgeinfer.stack.envoy import host_health
+from edgeinfer.stack.local import LocalStack, UpError
+from edgeinfer.stack.procfs import set_child_subreaper, wide_console_width
 
 SCENARIOS = ("kill", "blackhole", "slow", "flap")
 HEALTH_POLL_S = 0.05
@@ -89,8 +91,6 @@ class EnvoyWatch:
         self._thread.join(5)
 
     def _run(self) -> None:
-        from edgeinfer.regions.envoy_process import host_health
-
         last: dict[str, str] = {}
         while not self._stop.wait(HEALTH_POLL_S):
             try:
@@ -104,20 +104,9 @@ class EnvoyWatch:
                     self.changes.append(HealthChange(round(self._clock(), 3), region, state))
 
 
-def _admin(url: str, method: str = "GET", body: dict[str, object] | None = None) -> dict[str, object]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        result: dict[str, object] = json.loads(reply.read())
-        return result
-
-
-def _warm(admin: str | None, model: str) -> int:
-    """Ready instances of `model` in a region's pool, from its admin API."""
-    pools = _admin(f"http://{admin}/v1/pools").get("pools")
-    pool = pools.get(model) if isinstance(pools, dict) else None
-    ready = pool.get("ready") if isinstance(pool, dict) else None
-    return ready if isinstance(ready, int) else 0
+def _admin(address: str | None) -> AdminClient:
+    assert address is not None, "the drill's regions have admin ports (the default topology gives them)"
+    return AdminClient(address)
 
 
 def _single_model_repo(source: Path, model: str, into: Path) -> Path:
@@ -137,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     from edgeinfer.functions.repository import RepositoryError, scan
     from edgeinfer.loadgen import BenchOptions
     from edgeinfer.loadgen.runner import BackgroundBench
-    from edgeinfer.up import Stack, UpError
 
     console = Console(highlight=False, width=wide_console_width())
     try:
@@ -169,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         write_examples(source_repo)
     repo = _single_model_repo(source_repo, args.model, state_dir)
 
-    stack = Stack(topology, args.topology, topology.entry, repo, state_dir, 120.0, console, edge=None)
+    stack = LocalStack(topology, args.topology, topology.entry, repo, state_dir, 120.0, console, edge=None)
     stack.install_signal_handlers()
     set_child_subreaper()
     target = next(r for r in stack.regions if r.endpoints.name == region)
@@ -187,24 +175,24 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  t={now():6.2f}s {what} {region}")
 
     def gateway_pid() -> int:
-        assert target.gateway is not None
+        assert target.gateway is not None and target.gateway.pid is not None
         return target.gateway.pid
 
     def kill() -> None:
         os.kill(gateway_pid(), signal.SIGKILL)
         assert target.gateway is not None
-        target.gateway.wait()
+        target.gateway.wait(30.0)
 
     def restart() -> None:
         stack.restart_gateway(target)
 
-    admin = f"http://{target.endpoints.admin}"
+    admin = _admin(target.endpoints.admin)
 
     def slow() -> None:
-        _admin(f"{admin}/v1/fault", "PUT", {"delay_ms": args.slow_ms})
+        admin.set_fault(args.slow_ms)
 
     def fast() -> None:
-        _admin(f"{admin}/v1/fault", "DELETE")
+        admin.clear_fault()
 
     faults: dict[str, tuple[tuple[str, Callable[[], None]], tuple[str, Callable[[], None]]]] = {
         "kill": (("kill", kill), ("restart", restart)),
@@ -263,11 +251,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         with console.status(f"warm standby: min-scale {args.standby_min_scale} for {args.model} in every region"):
             for other in stack.regions:
-                url = f"http://{other.endpoints.admin}/v1/pools"
-                _admin(f"{url}/{args.model}", "PATCH", {"min-scale": args.standby_min_scale})
+                _admin(other.endpoints.admin).update_pool(args.model, {"min-scale": args.standby_min_scale})
             deadline = time.monotonic() + STANDBY_WAIT_S
             while time.monotonic() < deadline:
-                if all(_warm(o.endpoints.admin, args.model) >= args.standby_min_scale for o in stack.regions):
+                if all(_admin(o.endpoints.admin).warm(args.model) >= args.standby_min_scale for o in stack.regions):
                     break
                 time.sleep(0.1)  # poll interval; the pools' own readiness decides
         hosts = {r.endpoints.name: r.endpoints.grpc for r in stack.regions}
@@ -327,10 +314,7 @@ def run(args: argparse.Namespace) -> int:
         _print_verdict(console, data, args.report, png)
         code = 0 if data["result"]["passed"] else 1
     finally:
-        if target.gateway is not None and target.gateway.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(target.gateway.pid, signal.SIGCONT)  # a stopped gateway cannot drain
-        stack.shutdown()
+        stack.shutdown()  # it continues a stopped gateway first: one that is stopped cannot drain
     return code
 
 

@@ -1,64 +1,22 @@
-"""What `edgeinfer status` reads from a gateway's admin port: per-model figures from its Prometheus metrics
-and its pool of function instances (/v1/pools)."""
+"""What `edgeinfer status` reads from a gateway's admin port (gateway/admin_client.py): per-model figures from
+its Prometheus metrics and its pool of function instances (/v1/pools)."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.gateway.metrics import GATEWAY_COLD_START_SECONDS, GATEWAY_REQUEST_SECONDS, GATEWAY_REQUESTS
+from edgeinfer.metrics import quantile_from_buckets
 
-REQUESTS = "edgeinfer_gateway_requests_total"
-LATENCY_BUCKET = "edgeinfer_gateway_request_seconds_bucket"
-COLD_STARTS = "edgeinfer_gateway_cold_start_seconds_count"
+REQUESTS = GATEWAY_REQUESTS
+LATENCY_BUCKET = GATEWAY_REQUEST_SECONDS + "_bucket"
+COLD_STARTS = GATEWAY_COLD_START_SECONDS + "_count"
 HIT_STATUSES = frozenset({"hit-l1", "hit-redis"})
-
-
-def server_ready(address: str, timeout: float = 1.0) -> tuple[bool | None, str | None]:
-    """Ask a gateway the Open Inference ServerReady RPC: (ready, None) if it answers, else (None, why not)."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            call = channel.unary_unary(
-                "/inference.GRPCInferenceService/ServerReady",
-                request_serializer=pb.ServerReadyRequest.SerializeToString,
-                response_deserializer=pb.ServerReadyResponse.FromString,
-            )
-            reply = call(pb.ServerReadyRequest(), timeout=timeout)
-        except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.Call) else None
-            details = error.details() if isinstance(error, grpc.Call) else None
-            reason = code.name if code is not None else "error"
-            return None, f"{reason}: {details}" if details else reason
-        return bool(reply.ready), None
-
-
-def quantile_from_buckets(q: float, buckets: Sequence[tuple[float, float]]) -> tuple[float | None, bool]:
-    """Estimate the q-quantile from cumulative histogram buckets [(upper bound, count)], as Prometheus's
-    histogram_quantile does: linear interpolation inside the bucket that holds the rank.
-
-    Returns (estimate, above): `above` is True when the rank falls in the +Inf bucket, and the estimate is
-    then the highest finite bound (the truth is somewhere above it). (None, False) without observations.
-    """
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None, False
-    rank = q * ordered[-1][1]
-    lower, below = 0.0, 0.0
-    for bound, count in ordered:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower, True
-            if count == below:
-                return bound, False
-            return lower + (bound - lower) * (rank - below) / (count - below), False
-        lower, below = bound, count
-    return lower, True
 
 
 @dataclass

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +20,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgeinfer.regions.local import DEFAULT_STATE_DIR, RegionEndpoints, entry_address, local_layout, read_state
-from edgeinfer.regions.observe import ModelFigures, model_figures, server_ready
-from edgeinfer.regions.processes import is_running, wide_console_width
+from edgeinfer.gateway.admin_client import AdminClient, AdminError
+from edgeinfer.probes import server_ready
 from edgeinfer.regions.topology import TopologyError, default_topology, load_topology
+from edgeinfer.stack.observe import ModelFigures, model_figures
+from edgeinfer.stack.procfs import is_running, wide_console_width
+from edgeinfer.stack.state import DEFAULT_STATE_DIR, RegionEndpoints, entry_address, local_layout, read_state
 
 EXIT_SOME_DOWN = 3
 
@@ -73,12 +73,6 @@ class RegionStatus:
         }
 
 
-def _get(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body: bytes = response.read()
-        return body
-
-
 def probe(endpoints: RegionEndpoints, timeout: float) -> RegionStatus:
     """One region's answers; never raises for a region that is down."""
     status = RegionStatus(endpoints)
@@ -89,15 +83,15 @@ def probe(endpoints: RegionEndpoints, timeout: float) -> RegionStatus:
     if endpoints.admin is None:
         status.admin_error = "no admin endpoint in the topology"
         return status
+    admin = AdminClient(endpoints.admin, timeout=timeout)
     try:
-        pools = json.loads(_get(f"http://{endpoints.admin}/v1/pools", timeout)).get("pools")
-        metrics = _get(f"http://{endpoints.admin}/metrics", timeout).decode(errors="replace")
-    except (OSError, ValueError) as exc:  # URLError, timeouts, refused, bad JSON
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        status.admin_error = f"admin {endpoints.admin}: {reason}"
+        pools = admin.pools()
+        metrics = admin.metrics()
+    except AdminError as exc:  # refused, timed out, HTTP error, bad JSON
+        status.admin_error = f"admin {endpoints.admin}: {exc.reason}"
         return status
     try:
-        status.models = model_figures(metrics, pools if isinstance(pools, dict) else None)
+        status.models = model_figures(metrics, pools)
     except (ValueError, KeyError, TypeError) as exc:
         status.admin_error = f"admin {endpoints.admin}: unreadable metrics: {exc}"
     return status

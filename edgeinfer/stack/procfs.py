@@ -1,7 +1,8 @@
 """Process bookkeeping for the local stack (Linux /proc): process trees, identities, process groups.
 
 A pid alone can be reused; a (pid, start time) pair names one process for good, so a state file can
-say which processes a stack owns and a later run can tell whether they are still the same ones.
+say which processes a stack owns and a later run can tell whether they are still the same ones. Children die
+with their parent through edgeinfer/children.py; this module finds and stops what is left.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -78,12 +78,6 @@ def set_child_subreaper() -> bool:
     return False
 
 
-def die_with_parent() -> None:
-    """For preexec_fn: the child gets SIGTERM when its parent dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def reap_adopted(owned: Iterable[int] = ()) -> None:
     """Collect exited children that are not ours by Popen (orphans adopted as a subreaper)."""
     skip = set(owned)
@@ -105,14 +99,18 @@ def signal_process(pid: int, sig: int, started: int | None = None) -> None:
             os.kill(pid, sig)
 
 
-def terminate_all(processes: dict[int, int], grace: float, owned: Iterable[int] = ()) -> list[int]:
-    """SIGTERM each (pid, start time), wait up to `grace` seconds, SIGKILL the rest; return those still there."""
+def terminate_all(
+    processes: dict[int, int], grace: float, owned: Iterable[int] = (), reap: bool = True
+) -> list[int]:
+    """SIGTERM each (pid, start time), wait up to `grace` seconds, SIGKILL the rest; return those still there.
+    `reap`: collect exited children of this process meanwhile (not `owned`: their Popen waits for them)."""
     owned = set(owned)
     for pid, started in processes.items():
         signal_process(pid, signal.SIGTERM, started)
     deadline = time.monotonic() + grace
     while True:
-        reap_adopted(owned)
+        if reap:
+            reap_adopted(owned)
         left = {p: s for p, s in processes.items() if is_running(p, s)}
         if not left or time.monotonic() >= deadline:
             break
@@ -121,7 +119,8 @@ def terminate_all(processes: dict[int, int], grace: float, owned: Iterable[int] 
         signal_process(pid, signal.SIGKILL, started)
     deadline = time.monotonic() + 5.0
     while left and time.monotonic() < deadline:
-        reap_adopted(owned)
+        if reap:
+            reap_adopted(owned)
         left = {p: s for p, s in left.items() if is_running(p, s)}
         if left:
             time.sleep(0.05)

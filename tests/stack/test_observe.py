@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from edgeinfer.regions.observe import model_figures, quantile_from_buckets
+from edgeinfer.metrics import quantile_from_buckets
+from edgeinfer.stack.observe import model_figures
 
 INF = math.inf
 
