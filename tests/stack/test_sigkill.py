@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from testkit.up import Up, alive, free_ports, listening, mentioning
+from testkit.up import Up, alive, check_serves_every_region_and_stops_clean, free_ports, listening, mentioning
 
 LEFT_WITHIN_S = 2.0  # the promise: nothing left this long after the kill
 
@@ -56,7 +56,8 @@ def test_sigkill_leaves_nothing_and_a_second_up_serves(tmp_path: Path, fraud_rep
             )
             time.sleep(0.02)  # poll interval; the kernel's parent-death signals do the work
 
-        # The state file of the killed stack stays behind; the second `up` finds it stale and starts.
+        # The state file of the killed stack stays behind; the second `up` finds it stale and starts, serves
+        # every region and the entry, then stops clean on SIGTERM.
         second = Up(tmp_path, fraud_repo, ports, name="second")
         second.wait_ready(timeout=150)
         client = triton.InferenceServerClient(second.entry)
@@ -66,11 +67,7 @@ def test_sigkill_leaves_nothing_and_a_second_up_serves(tmp_path: Path, fraud_rep
         client.close()
         assert probabilities is not None and probabilities.shape == (1, 2)
         assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
-
-        second.collect()
-        second.popen.send_signal(signal.SIGTERM)
-        assert second.popen.wait(40) == 0, second.output()
-        assert not [pid for pid, (started, _) in second.seen.items() if alive(pid, started)]
+        check_serves_every_region_and_stops_clean(second, tmp_path)
     finally:
         first.close()
         if second is not None:

@@ -3,6 +3,7 @@ is left (processes, listening ports)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import yaml
 
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 from edgeinfer.protocol.tensors import build_request
+from testkit.procs import grpc_ready
 
 REPO = Path(__file__).resolve().parents[2]
 REGIONS = ("us-east", "eu-west", "ap-south")
@@ -144,12 +146,21 @@ class Up:
     def output(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
+    def ready(self) -> bool:
+        """The state file says ready (`up` writes it once every region and the entry answered) and the entry
+        answers ServerReady."""
+        try:
+            state = json.loads((self.state_dir / "up.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(state.get("ready")) and grpc_ready(self.entry)
+
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
-        while READY_MESSAGE not in self.out.read_text(errors="replace"):
+        while not self.ready():
             assert self.popen.poll() is None, f"edgeinfer up exited with {self.popen.returncode}:\n{self.output()}"
             assert time.monotonic() < deadline, f"edgeinfer up not ready after {timeout}s:\n{self.output()}"
-            time.sleep(0.05)  # poll interval; `up` prints the line once every region answered ServerReady
+            time.sleep(0.05)  # poll interval
 
     def collect(self) -> None:
         self.seen.update(tree(self.popen.pid))
@@ -187,3 +198,72 @@ def listening(ports: set[int]) -> list[int]:
                 if port in ports:
                     found.add(port)
     return sorted(found)
+
+
+def check_serves_every_region_and_stops_clean(up: Up, tmp_path: Path) -> None:
+    """A ready `up`: every region and the entry serve, the state file and `status` say so, SIGTERM stops it all."""
+    deadline = time.monotonic() + 30
+    while READY_MESSAGE not in up.output():  # the line a person waits for, printed once the state says ready
+        assert time.monotonic() < deadline, up.output()
+        time.sleep(0.05)  # poll interval
+    up.collect()
+    addresses = up.addresses()
+    for region, address in addresses.items():
+        assert grpc_ready(address), f"{region} on {address}"
+    for region, address in addresses.items():
+        assert infer(address) == region
+    # The entry is Envoy: the nearest healthy region (the first, the edge) serves it.
+    assert infer(up.entry) == "us-east"
+    up.collect()
+
+    state = json.loads((up.state_dir / "up.json").read_text())
+    assert state["ready"] and state["pid"] == up.popen.pid and state["entry"] == up.entry
+    assert [r["name"] for r in state["regions"]] == list(REGIONS)
+
+    status = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "status", "--state-dir", str(up.state_dir), "--json"],
+        capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert [r["region"] for r in report["regions"]] == list(REGIONS)
+    for region in report["regions"]:
+        assert region["state"] == "up", region
+        fraud = region["models"]["fraud"]
+        assert fraud["requests"] >= 1 and fraud["cold_starts"] >= 1, region
+        assert fraud["p99_seconds_estimated"] is not None
+    us_east = report["regions"][0]["models"]["fraud"]
+    assert us_east["hits"] >= 1 and us_east["hit_ratio"] > 0  # the entry call repeated us-east's request
+
+    table = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "status", "--topology", str(up.topology), "--port", str(up.ports[10])],
+        capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stdout + table.stderr
+    for region in REGIONS:
+        assert region in table.stdout
+    assert "p99 (est.)" in table.stdout and "estimated from the latency histogram's buckets" in table.stdout
+    up.collect()
+
+    commands = [cmd for _, cmd in up.seen.values()]
+    assert sum(" gateway " in c for c in commands) == 3, commands
+    assert sum("-server" in c for c in commands) == 3, commands  # redis-server or valkey-server
+    assert sum("envoy" in c.split()[0] for c in commands if c) == 1, commands
+    assert sum(" function " in c for c in commands) >= 3, commands
+
+    up.popen.send_signal(signal.SIGTERM)
+    assert up.popen.wait(40) == 0, up.output()
+    left = [f"{pid}: {cmd}" for pid, (started, cmd) in up.seen.items() if alive(pid, started)]
+    assert not left, left
+    assert not mentioning(str(tmp_path))
+    assert not (up.state_dir / "up.json").exists()
+    assert "nothing left running" in up.output()
+
+    # With the stack gone, status shows every region down instead of failing.
+    down = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "status", "--topology", str(up.topology), "--port", str(up.ports[10]),
+         "--json", "--timeout", "0.5"],
+        capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert down.returncode == 3, down.stdout + down.stderr
+    assert [r["state"] for r in json.loads(down.stdout)["regions"]] == ["down"] * 3
