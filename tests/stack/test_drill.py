@@ -1,5 +1,5 @@
 """`edgeinfer drill` end to end: the whole stack (Redis, gateways with local pools, Envoy), load through Envoy,
-a region killed and restarted. Slow (about a minute): `pytest -m slow tests/stack/test_drill.py`."""
+a region killed and restarted. Slow (about a minute): `pytest -m slow -n 0 tests/stack/test_drill.py`."""
 
 from __future__ import annotations
 
