@@ -154,42 +154,10 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     for text in args.knative_service:
         model, _, service = text.partition("=")
         services[model] = service or service_name(model)
-    return GatewaySettings(
-        region=args.region,
-        host=args.host,
-        port=args.port,
-        rest_port=args.rest_port,
-        admin_port=args.admin_port,
-        redis_url=args.redis_url,
-        redis_prefix=args.redis_prefix,
-        routes=routes,
-        l1_max_bytes=args.l1_max_bytes,
-        max_message_bytes=args.max_message_bytes,
-        trace=args.trace,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        function_tls_ca=args.function_tls_ca,
-        function_tls_cert=args.function_tls_cert,
-        function_tls_key=args.function_tls_key,
-        function_tls_server_name=args.function_tls_server_name,
-        api_keys=args.api_keys,
-        admin_host=args.admin_host,
-        backend=args.backend,
-        model_repo=args.model_repo,
-        state_dir=args.state_dir,
-        max_instances=args.max_instances,
-        autoscale_tick=args.autoscale_tick,
-        pool_max_queue=args.pool_max_queue,
-        knative_services=services,
-        knative_namespace=args.knative_namespace,
-        knative_ingress=args.knative_ingress,
-        knative_domain=args.knative_domain,
-        trace_file=args.trace_file,
-        log_level=args.log_level,
-        drain_delay=max(0.0, args.drain_delay),
-        **secrets,
-    )
+    # Every flag named like its setting passes as it is; the rest were turned into settings above.
+    values: dict[str, Any] = {name: getattr(args, name) for name in GatewaySettings.model_fields if name in vars(args)}
+    values.update(routes=routes, knative_services=services, drain_delay=max(0.0, args.drain_delay), **secrets)
+    return GatewaySettings(**values)
 
 
 @dataclass(frozen=True)
