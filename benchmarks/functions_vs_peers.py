@@ -29,11 +29,13 @@ geometrically until a step fails, then bisect. A step passes with zero errors, a
 >= 95 % of offered and p99 <= the model's bound (fraud 10 ms, ranker 50 ms by default).
 The box is shared and small, so each step first waits for a quiet box (--quiet-cores) and
 records how many CPUs other processes took while it ran ("other work"); a failing step that
-other work may explain is rerun once. Ratios compare servers measured in this same run; with
---rounds N every server is measured N times (order reversed every other round) and its best
-round counts, since interference from other work only ever lowers capacity. Results: a table on
-stdout, a JSON report (--report, rewritten after every server so an interrupted run keeps its
-data) and a p99-vs-load PNG next to it.
+other work may explain is rerun once. Ratios compare servers measured in the same round; with
+--rounds N every server is measured N times (order reversed every other round), each ratio is
+computed within each round, and the report gives its median and range across rounds
+(benchmarks/common/rounds.py), never a ratio of two servers' best rounds, which could mix rounds.
+Results: a table on stdout, a JSON report (--report, rewritten after every server so an
+interrupted run keeps its data) and a p99-vs-load PNG next to it. `--recompute` rewrites an
+existing report's ratios and summary from its per-round runs, measuring nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +88,7 @@ from benchmarks.common.procs import (
     server_ready,
     wait_ready,
 )
+from benchmarks.common.rounds import rates_by_round, ratios_across_rounds, ratios_from_report
 
 BENCH_DIR = Path(__file__).resolve().parent
 PEERS_DIR = BENCH_DIR / "peers"
@@ -174,7 +178,6 @@ class RunResult:
     contender: Contender
     p99_bound_ms: float
     round: int = 1
-    selected: bool = False  # the best of its rounds: the one tables, ratios and the plot use
     steps: list[Step] = field(default_factory=list)
     best: Step | None = None
     first_failure: float | None = None
@@ -203,7 +206,6 @@ class RunResult:
             "label": self.contender.label,
             "batching": self.contender.batching,
             "round": self.round,
-            "selected": self.selected,
             "p99_bound_ms": self.p99_bound_ms,
             "max_offered_rate": best.offered_rate if best else None,
             "max_achieved_rate": best.achieved_rate if best else None,
@@ -440,45 +442,37 @@ def measure(env: Environment, model: str, contender: Contender, round_no: int) -
 # ---------------------------------------------------------------- ratios, table, report, plot
 
 
-def select_best(results: Sequence[RunResult]) -> list[RunResult]:
-    """One result per (model, contender): the round with the highest passing rate.
+def round_ratios(results: Sequence[RunResult]) -> dict[str, Any]:
+    """Each ratio within each round, and its median and range across rounds (benchmarks/common/rounds.py)."""
+    return ratios_across_rounds(
+        rates_by_round(
+            {"model": r.model, "contender": r.contender.key, "round": r.round, "max_rate": r.max_rate} for r in results
+        )
+    )
 
-    Interference from other work on the box only ever lowers a server's capacity, so the
-    best round is the better estimate of what the server itself can do.
-    """
-    best: dict[tuple[str, str], RunResult] = {}
+
+def rate_summary(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One entry per (model, contender): its rate in every round, and their median and range."""
+    keys: dict[tuple[str, str], list[RunResult]] = {}
     for r in results:
-        key = (r.model, r.contender.key)
-        if key not in best or r.max_rate > best[key].max_rate:
-            best[key] = r
-    for r in results:
-        r.selected = best[(r.model, r.contender.key)] is r
-    return list(best.values())
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if a > 0 and b > 0 else None
-
-
-def ratios(results: Sequence[RunResult]) -> dict[str, Any]:
-    by: dict[tuple[str, str], RunResult] = {(r.model, r.contender.key): r for r in results}
-    out: dict[str, Any] = {}
-    for model in MODELS:
-        rates = {key: r.max_rate for (m, key), r in by.items() if m == model}
-        if not rates:
-            continue
-        entry: dict[str, Any] = {}
-        peers = {k: v for k, v in rates.items() if k in ("mlserver", "kserve") and v > 0}
-        if "edgeinfer" in rates and peers:
-            best_peer = max(peers, key=lambda k: peers[k])
-            entry["best_peer"] = best_peer
-            entry["edgeinfer_vs_best_peer"] = _ratio(rates["edgeinfer"], peers[best_peer])
-            entry["edgeinfer_vs_each_peer"] = {k: _ratio(rates["edgeinfer"], v) for k, v in peers.items()}
-        if "edgeinfer" in rates and "edgeinfer-nobatch" in rates:
-            entry["batching_on_vs_off"] = _ratio(rates["edgeinfer"], rates["edgeinfer-nobatch"])
-        if rates.get("echo", 0) > 0:
-            entry["vs_echo"] = {k: _ratio(v, rates["echo"]) for k, v in rates.items() if k != "echo"}
-        out[model] = entry
+        keys.setdefault((r.model, r.contender.key), []).append(r)
+    out = []
+    for (model, _), runs in keys.items():
+        rates = [o.max_rate for o in sorted(runs, key=lambda o: o.round)]
+        first = runs[0]
+        out.append(
+            {
+                "model": model,
+                "contender": first.contender.key,
+                "label": first.contender.label,
+                "p99_bound_ms": first.p99_bound_ms,
+                "each_round": rates,
+                "median_rate": statistics.median(rates),
+                "min_rate": min(rates),
+                "max_rate": max(rates),
+                "foreign_cores_each_round": [o.foreign_cores for o in sorted(runs, key=lambda o: o.round)],
+            }
+        )
     return out
 
 
@@ -486,20 +480,23 @@ def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}×"
 
 
-def render(results: Sequence[RunResult], summary: dict[str, Any], every_round: Sequence[RunResult]) -> None:
-    table = Table(title="Highest throughput within the p99 bound (open loop, same load generator)")
+def render(results: Sequence[RunResult], summary: dict[str, Any]) -> None:
+    """Every round's rates (one row per model, server and round), then each ratio's median and range."""
+    table = Table(title="Highest throughput within the p99 bound (open loop, same load generator), every round")
     for name, justify in (
-        ("model", "left"), ("server", "left"), ("p99 bound", "right"), ("max req/s", "right"),
+        ("model", "left"), ("server", "left"), ("round", "right"), ("p99 bound", "right"), ("max req/s", "right"),
         ("p50 ms", "right"), ("p99 ms", "right"), ("first fail", "right"), ("vs echo", "right"),
-        ("steps", "right"), ("each round", "right"), ("other work", "right"), ("note", "left"),
+        ("steps", "right"), ("other work", "right"), ("note", "left"),
     ):  # fmt: skip
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in results:
-        vs_echo = summary.get(r.model, {}).get("vs_echo", {}).get(r.contender.key)
+    for r in sorted(results, key=lambda r: (MODELS.index(r.model), r.contender.key, r.round)):
+        rounds = summary.get(r.model, {}).get("rounds", {})
+        vs_echo = rounds.get(str(r.round), {}).get("vs_echo", {}).get(r.contender.key)
         best = r.best
         table.add_row(
             r.model,
             r.contender.label,
+            str(r.round),
             f"{r.p99_bound_ms:g} ms",
             f"{best.achieved_rate:,.0f}" if best else "-",
             f"{best.p50:.2f}" if best else "-",
@@ -507,9 +504,6 @@ def render(results: Sequence[RunResult], summary: dict[str, Any], every_round: S
             f"{r.first_failure:,.0f}" if r.first_failure else "-",
             _fmt_ratio(vs_echo) if r.contender.key != "echo" else "1.00×",
             str(len(r.steps)),
-            " / ".join(
-                f"{o.max_rate:,.0f}" for o in every_round if o.model == r.model and o.contender.key == r.contender.key
-            ),
             f"{r.foreign_cores:.2f} CPUs",
             r.error[:60],
         )
@@ -518,21 +512,21 @@ def render(results: Sequence[RunResult], summary: dict[str, Any], every_round: S
         "other work: CPUs' worth of processes outside this benchmark, averaged over the run's steps "
         "(the box is shared; high values mean noisy numbers)"
     )
-    ratio_table = Table(title="Ratios (same run)")
+    ratio_table = Table(title="Ratios, each within one round: median, range (lowest – highest) and every round")
     ratio_table.add_column("comparison")
-    ratio_table.add_column("ratio", justify="right")
+    ratio_table.add_column("median", justify="right")
+    ratio_table.add_column("range", justify="right")
+    ratio_table.add_column("each round", justify="right")
     for model, entry in summary.items():
-        if "edgeinfer_vs_best_peer" in entry:
+        peers = " / ".join(str(p) for p in entry["best_peer"].values())
+        for name, stats in entry["summary"].items():
+            label = f"{model}: {name}" + (f" (best peer by round: {peers})" if name == "edgeinfer_vs_best_peer" else "")
             ratio_table.add_row(
-                f"{model}: edgeinfer / max(MLServer, KServe) [best peer: {entry['best_peer']}]",
-                _fmt_ratio(entry["edgeinfer_vs_best_peer"]),
+                label,
+                _fmt_ratio(stats["median"]),
+                f"{_fmt_ratio(stats['min'])} – {_fmt_ratio(stats['max'])}",
+                " / ".join(_fmt_ratio(v) for v in stats["each_round"]),
             )
-            for peer, value in entry["edgeinfer_vs_each_peer"].items():
-                ratio_table.add_row(f"{model}: edgeinfer / {peer}", _fmt_ratio(value))
-        if "batching_on_vs_off" in entry:
-            ratio_table.add_row(f"{model}: edgeinfer batching on / off", _fmt_ratio(entry["batching_on_vs_off"]))
-        for key, value in entry.get("vs_echo", {}).items():
-            ratio_table.add_row(f"{model}: {key} / echo ceiling", _fmt_ratio(value))
     console.print(ratio_table)
 
 
@@ -554,6 +548,7 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
     models = [m for m in MODELS if any(r.model == m for r in results)]
     if not models:
         return
+    rounds = max(r.round for r in results)
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         bound = 0.0
@@ -564,12 +559,14 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
             if not points:
                 continue
             color = COLORS.get(r.contender.key)
-            label = f"{r.contender.label}: {r.max_rate:,.0f}/s" if r.best else f"{r.contender.label}: none passed"
+            name = f"{r.contender.label} r{r.round}" if rounds > 1 else r.contender.label
+            label = f"{name}: {r.max_rate:,.0f}/s" if r.best else f"{name}: none passed"
+            style = "-" if r.round % 2 else "--"
             # A rerun rate shows both points; the line goes through the better one.
             line: dict[float, float] = {}
             for rate, p99, _ in points:
                 line[rate] = min(p99, line.get(rate, math.inf))
-            ax.plot(list(line), list(line.values()), "-", color=color, alpha=0.6, label=label)
+            ax.plot(list(line), list(line.values()), style, color=color, alpha=0.6, label=label)
             for passed, marker in ((True, "o"), (False, "x")):
                 chosen = [p for p in points if p[2] == passed]
                 ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], marker=marker, color=color, s=22)
@@ -610,12 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--replot", action="store_true", help="only redraw the PNG from an existing --report, measuring nothing"
     )
+    parser.add_argument(
+        "--recompute", action="store_true",
+        help="only rewrite --report's ratios and summary from its per-round runs, and redraw the PNG; measures nothing",
+    )  # fmt: skip
     parser.add_argument("--servers", type=_csv(SERVERS), default=",".join(SERVERS), help="comma-separated servers")
     parser.add_argument("--models", type=_csv(MODELS), default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="JSON report; the PNG goes next to it")
     parser.add_argument(
         "--rounds", type=int, default=1,
-        help="measure every server this many times (order alternating); the best round counts",
+        help="measure every server this many times (order alternating); ratios within each round, then median",
     )  # fmt: skip
     parser.add_argument("--fraud-p99-ms", type=float, default=10.0, help="p99 bound for fraud")
     parser.add_argument(
@@ -650,12 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def replot(report_path: Path) -> Path:
-    """Draw the PNG again from a JSON report (its selected runs), without measuring anything."""
+    """Draw the PNG again from a JSON report (every round's runs), without measuring anything."""
     report = json.loads(report_path.read_text())
     results = []
     for run in report["runs"]:
-        if not run.get("selected", True):
-            continue
         contender = Contender(run["contender"], run["server"], run["label"], run.get("batching"))
         result = RunResult(run["model"], contender, run["p99_bound_ms"], round=run.get("round", 1))
         result.steps = [Step(**step) for step in run["steps"]]
@@ -665,6 +664,44 @@ def replot(report_path: Path) -> Path:
     plot_path = report_path.with_suffix(".png")
     plot(results, plot_path)
     return plot_path
+
+
+def recompute(report_path: Path) -> Path:
+    """Rewrite a report's `summary` and `ratios` from its per-round `runs`: each ratio within one round,
+    then median and range across rounds. For reports written when the best round of each server counted."""
+    report = json.loads(report_path.read_text())
+    runs = report["runs"]
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        run.pop("selected", None)
+        by_key.setdefault((run["model"], run["contender"]), []).append(run)
+    summary = []
+    for (model, contender), each in by_key.items():
+        each.sort(key=lambda run: run.get("round", 1))
+        rates = [float(run["max_achieved_rate"] or 0.0) for run in each]
+        summary.append(
+            {
+                "model": model,
+                "contender": contender,
+                "label": each[0]["label"],
+                "p99_bound_ms": each[0]["p99_bound_ms"],
+                "each_round": rates,
+                "median_rate": statistics.median(rates),
+                "min_rate": min(rates),
+                "max_rate": max(rates),
+                "foreign_cores_each_round": [run.get("foreign_cores_mean", 0.0) for run in each],
+            }
+        )
+    report["summary"] = summary
+    report["ratios"] = ratios_from_report(report)
+    report["recomputed"] = {
+        "at": dt.datetime.now(dt.UTC).isoformat(),
+        "how": "python benchmarks/functions_vs_peers.py --recompute: ratios within each round, median and range",
+    }
+    tmp = report_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(report_path)
+    return report_path
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -678,6 +715,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds and --bench-processes must be at least 1")
     if args.replot:
         console.print(f"plot: {replot(args.report)}")
+        return 0
+    if args.recompute:
+        console.print(f"report: {recompute(args.report)}\nplot:   {replot(args.report)}")
         return 0
     if args.duration is None:
         args.duration = 3.0 if args.quick else 6.0
@@ -702,12 +742,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for contender in order if round_no % 2 else order[::-1]:
                 results.append(measure(env, model, contender, round_no))
                 write_report(args, env, specs, started, argv, results, final=False)
-    best = select_best(results)
-    summary = ratios(best)
-    render(best, summary, results)
+    summary = round_ratios(results)
+    render(results, summary)
     report_path = write_report(args, env, specs, started, argv, results, final=True)
     plot_path = report_path.with_suffix(".png")
-    plot(best, plot_path)
+    plot(results, plot_path)
     console.print(f"report: {report_path}\nplot:   {plot_path}\nlogs:   {env.logs}")
     return 0 if all(not r.error for r in results) else 1
 
@@ -723,7 +762,6 @@ def write_report(
     final: bool,
 ) -> Path:
     """The JSON report; rewritten after every run so an interrupted benchmark keeps what it measured."""
-    best = select_best(results)
     report = {
         "benchmark": "functions_vs_peers",
         "complete": final,
@@ -751,20 +789,8 @@ def write_report(
         },
         "versions": env.versions,
         "pins": {"mlserver": list(MLSERVER_REQUIREMENTS), "kserve": list(KSERVE_REQUIREMENTS)},
-        "summary": [
-            {
-                "model": r.model,
-                "contender": r.contender.key,
-                "label": r.contender.label,
-                "p99_bound_ms": r.p99_bound_ms,
-                "max_rate": r.max_rate,
-                "round": r.round,
-                "foreign_cores_mean": r.foreign_cores,
-                "each_round": [o.max_rate for o in results if o.model == r.model and o.contender == r.contender],
-            }
-            for r in best
-        ],
-        "ratios": ratios(best),
+        "summary": rate_summary(results),
+        "ratios": round_ratios(results),
         "runs": [r.to_dict() for r in results],
     }
     report_path: Path = args.report

@@ -5,6 +5,9 @@ Arrivals are the simulator's (same seed): each request is sent open-loop at its 
 with a unique payload (a cache miss), and timed from its intended send time. With the tuner on, the plan the
 simulator's tuner makes (slot by slot, from --history and what was sent before each slot) is applied through
 PATCH /v1/pools/<model> at each slot's start; both runs first set the simulator's base knobs on every pool.
+
+The report is per region as well as overall: an aggregate p99 under the SLO can hide a region over it, so each
+region's p99 is compared with --slo-ms, and every region over it is listed under `slo_misses` and printed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-instances", type=int, default=4, help="the gateways' --max-instances (default 4)")
     parser.add_argument("--gateway-ms", type=float, default=3.0, help="simulated gateway time per request")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline")
+    parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 SLO each region is checked against")
 
 
 async def _send_all(plan: list[tuple[float, int]], targets: list[tuple[str, bytes, int]],
@@ -82,6 +86,44 @@ async def _send_all(plan: list[tuple[float, int]], targets: list[tuple[str, byte
     for channel in channels.values():
         await channel.close(None)
     return latency, failed
+
+
+def _p99_ms(latency_s: np.ndarray) -> float | None:
+    return round(float(np.quantile(latency_s, 0.99)) * 1000, 2) if len(latency_s) else None
+
+
+def measured_by_region(latency: np.ndarray, failed: np.ndarray, region_of: np.ndarray,
+                       slo_ms: float) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Per region: requests, failed, measured p99, the share of requests over the SLO (a failed request counts
+    as over), and whether the region's p99 missed the SLO. latency in s (nan = failed), one entry per request."""
+    out: dict[str, dict[str, Any]] = {}
+    for region in sorted(set(region_of.tolist())):
+        mask = region_of == region
+        ok = latency[mask][~np.isnan(latency[mask])]
+        p99 = _p99_ms(ok)
+        over = int((ok * 1000 > slo_ms).sum()) + int(failed[mask].sum())
+        out[str(region)] = {
+            "requests": int(mask.sum()),
+            "failed": int(failed[mask].sum()),
+            "measured_p99_ms": p99,
+            "share_over_slo": round(over / max(int(mask.sum()), 1), 5),
+            "p99_over_slo": p99 is None or p99 > slo_ms,
+        }
+    return out
+
+
+def slo_misses(result: dict[str, Any], slo_ms: float) -> list[str]:
+    """One line per region whose measured p99 is over the SLO (and for the whole run, if it is)."""
+    lines = [
+        f"{region}: p99 {r['measured_p99_ms']} ms > SLO {slo_ms:g} ms "
+        f"({r['share_over_slo'] * 100:.2f}% of its requests over {slo_ms:g} ms)"
+        for region, r in sorted(result["regions"].items())
+        if r["p99_over_slo"]
+    ]
+    overall = result.get("measured_p99_ms")
+    if overall is None or overall > slo_ms:
+        lines.append(f"all regions: p99 {overall} ms > SLO {slo_ms:g} ms")
+    return lines
 
 
 def _payload(address: str, model: str) -> tuple[bytes, int]:
@@ -152,30 +194,35 @@ def run_replay(args: argparse.Namespace) -> int:
     print(f"replaying {len(schedule):,} requests over {trace.duration_s:.0f}s, tuner {args.tuner}", flush=True)
     latency, failed = asyncio.run(_send_all(schedule, targets, changes, args.timeout_s))
     after = {r: parse_metrics(read_metrics(admin[r])) for r in before}
-    pool_of = np.array([i for _, i in schedule])
+    region_of = np.array([pools[i][0] for _, i in schedule])
     result: dict[str, Any] = {"tuner": args.tuner, "trace": str(args.trace), "requests": len(schedule),
-                              "failed": int(failed.sum()), "regions": {}}  # fmt: skip
+                              "failed": int(failed.sum()), "slo_ms": args.slo_ms, "regions": {}}  # fmt: skip
     predicted = simulate(trace, "tuner" if args.tuner == "on" else "knative",
                          PLANNERS["tuner" if args.tuner == "on" else "knative"], profiles, sim, split=split,
                          extra=extra)  # fmt: skip
+    measured = measured_by_region(latency, failed, region_of, args.slo_ms)
     for region in sorted(before):
-        mask = np.isin(pool_of, [i for i, p in enumerate(pools) if p[0] == region])
-        ok = latency[mask][~np.isnan(latency[mask])]
         waits = sum(after[region].get(m, _zero()).cold_waits - before[region].get(m, _zero()).cold_waits
                     for r, m in pools if r == region)  # fmt: skip
         hours = [h for h in predicted.hours if h.region == region]
         sim_lat = _region_latency(predicted, region)
         result["regions"][region] = {
-            "measured_p99_ms": round(float(np.quantile(ok, 0.99)) * 1000, 2) if len(ok) else None,
+            **measured[region],
             "predicted_p99_ms": round(sim_lat * 1000, 2),
             "measured_cold_waits": int(waits),
             "predicted_cold_waits": sum(h.cold_waits for h in hours),
         }
-    ok_all = latency[~np.isnan(latency)]
-    result["measured_p99_ms"] = round(float(np.quantile(ok_all, 0.99)) * 1000, 2) if len(ok_all) else None
+    result["measured_p99_ms"] = _p99_ms(latency[~np.isnan(latency)])
     result["predicted_p99_ms"] = round(_region_latency(predicted, None) * 1000, 2)
+    misses = slo_misses(result, args.slo_ms)
+    result["slo_misses"] = misses
     result["command"] = "edgeinfer trace replay " + " ".join(sys.argv[3:])
     print(json.dumps(result, indent=1))
+    for region, r in sorted(result["regions"].items()):
+        print(f"{region}: p99 {r['measured_p99_ms']} ms (predicted {r['predicted_p99_ms']} ms), "
+              f"{r['share_over_slo'] * 100:.2f}% over {args.slo_ms:g} ms, cold-start waits "
+              f"{r['measured_cold_waits']} (predicted {r['predicted_cold_waits']})")  # fmt: skip
+    print("SLO misses: " + ("; ".join(misses) if misses else f"none (every region's p99 ≤ {args.slo_ms:g} ms)"))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -43,20 +43,27 @@ class Keys:
     acme: str
     globex: str
     limited: str
+    burst: str  # limited like `limited`, used by one test only: its bucket is full when that test starts
     file: Path
+
+    def all(self) -> tuple[str, ...]:
+        return (self.acme, self.globex, self.limited, self.burst)
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     (acme, acme_digest), (globex, globex_digest), (limited, limited_digest) = new_key(), new_key(), new_key()
+    burst, burst_digest = new_key()
+    limits = f"    rate_per_second: {LIMITED_RATE}\n    burst: {LIMITED_BURST}\n"
     path = tmp_path_factory.mktemp("keys") / "keys.yaml"
     path.write_text(
         "tenants:\n"
         f"  acme:\n    keys: ['{acme_digest}']\n"
         f"  globex:\n    keys: ['{globex_digest}']\n"
-        f"  limited:\n    keys: ['{limited_digest}']\n    rate_per_second: {LIMITED_RATE}\n    burst: {LIMITED_BURST}\n"
+        f"  limited:\n    keys: ['{limited_digest}']\n{limits}"
+        f"  burst:\n    keys: ['{burst_digest}']\n{limits}"
     )
-    return Keys(acme, globex, limited, path)
+    return Keys(acme, globex, limited, burst, path)
 
 
 @dataclass(frozen=True)
@@ -132,15 +139,21 @@ def rpc_error(call: object) -> grpc.RpcError:
 # -- tenants and the cache ---------------------------------------------------------------------
 
 
+def redis_key_count(client: redis.Redis) -> int:
+    return len(list(client.scan_iter(f"{PREFIX}*")))
+
+
 def redis_keys_settle(client: redis.Redis, expected: int, timeout: float = 10.0) -> int:
     """The number of cache keys once `expected` have appeared (Redis writes run after the reply), or by timeout."""
     deadline = time.monotonic() + timeout
-    while (count := len(list(client.scan_iter(f"{PREFIX}*")))) < expected and time.monotonic() < deadline:
+    while (count := redis_key_count(client)) < expected and time.monotonic() < deadline:
         time.sleep(0.02)
     return count
 
 
 def test_two_tenants_never_share_a_cache_entry(stack: Stack, keys: Keys) -> None:
+    client = redis.Redis.from_url(stack.redis.url)
+    before = redis_key_count(client)  # the entries of the tests that ran before this one
     request = unique_request(1)
     assert cache_status(stack.gateway, request, keys.acme) == "miss"
     # The same bytes from another tenant: not acme's entry, a call of its own.
@@ -148,15 +161,14 @@ def test_two_tenants_never_share_a_cache_entry(stack: Stack, keys: Keys) -> None
     assert cache_status(stack.gateway, request, keys.acme) == "hit-l1"
     assert cache_status(stack.gateway, request, keys.globex) == "hit-l1"
     # The shared tier keeps them apart too: one entry per tenant in Redis (written in the background: polled)...
-    client = redis.Redis.from_url(stack.redis.url)
-    assert redis_keys_settle(client, 2) == 2
+    assert redis_keys_settle(client, before + 2) == before + 2
     # ...found by another gateway for the right tenant only.
     assert cache_status(stack.redis_only, request, keys.acme) == "hit-redis"
     assert cache_status(stack.redis_only, request, keys.globex) == "hit-redis"
     assert cache_status(stack.redis_only, request, keys.limited) == "miss"
     # An open gateway's callers are all tenant "default": no tenant's entry either.
     assert cache_status(stack.open_gateway, request, None) == "miss"
-    assert redis_keys_settle(client, 4) == 4
+    assert redis_keys_settle(client, before + 4) == before + 4
     client.close()
 
 
@@ -197,12 +209,13 @@ def test_calls_without_a_valid_key_are_unauthenticated(stack: Stack, keys: Keys)
 
 
 def test_rate_limit_per_tenant(stack: Stack, keys: Keys) -> None:
+    """Tenant `burst` is this test's alone, so its bucket is full at the start, whichever tests ran before."""
     request = unique_request(4)
     outcomes: list[grpc.RpcError | None] = []
     started = time.monotonic()
     for _ in range(LIMITED_BURST + OVER_BURST):
         try:
-            infer(stack.gateway, request, keys.limited)
+            infer(stack.gateway, request, keys.burst)
             outcomes.append(None)
         except grpc.RpcError as exc:
             outcomes.append(exc)
@@ -216,7 +229,7 @@ def test_rate_limit_per_tenant(stack: Stack, keys: Keys) -> None:
     assert refused, f"nothing refused in {elapsed:.1f} s"  # OVER_BURST more than a burst, in well under 5 s
     error = refused[0]
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "tenant 'limited' is over its rate limit of 1 requests/s; retry in" in (error.details() or "")
+    assert "tenant 'burst' is over its rate limit of 1 requests/s; retry in" in (error.details() or "")
     retry_ms = int(dict(error.trailing_metadata() or ())["retry-after-ms"])  # type: ignore[attr-defined]
     assert 0 < retry_ms <= 1000 / LIMITED_RATE
     # Other tenants are not slowed by it.
@@ -224,7 +237,7 @@ def test_rate_limit_per_tenant(stack: Stack, keys: Keys) -> None:
         infer(stack.gateway, request, keys.acme)
     # The hint is right: after it, the tenant is served again.
     time.sleep(retry_ms / 1000)
-    infer(stack.gateway, request, keys.limited)
+    infer(stack.gateway, request, keys.burst)
 
 
 def auth_counts(stack: Stack) -> dict[tuple[str, str], float]:
@@ -336,11 +349,48 @@ def test_admin_port_off_loopback_without_a_token_refuses_to_start(tmp_path: Path
 
 
 def test_secrets_never_reach_the_logs(stack: Stack, keys: Keys) -> None:
-    """Run after the others: keys, the admin token and the Redis password appear in no log, even at DEBUG."""
+    """Keys, the admin token and the Redis password appear in no log, even at DEBUG.
+
+    This test uses the keys, the token and Redis itself, rightly and wrongly, on every front, so it does not
+    depend on which tests ran before it.
+    """
+    client = redis.Redis.from_url(stack.redis.url)
+    before = redis_key_count(client)
+    request = unique_request(12)
+    url = f"{stack.gateway_rest}/v2/models/fraud/infer"
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [0.75] * 30}]}
+    admitted: set[str] = set()  # tenants served on gRPC, each with an entry for `request`
+    admitted_rest: set[str] = set()  # and on REST, each with an entry for `body`
+    # Not `burst`'s key: its bucket is test_rate_limit_per_tenant's alone.
+    for tenant, key in (("acme", keys.acme), ("globex", keys.globex), ("limited", keys.limited)):
+        for address in (stack.gateway, stack.redis_only):
+            try:
+                infer(address, request, key)
+                admitted.add(tenant)
+            except grpc.RpcError as error:  # a limited tenant may be out of tokens
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+        wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+        assert rpc_error(lambda wrong=wrong: infer(stack.gateway, request, wrong)).code() == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+        status, _, _ = rest(url, body, key)
+        assert status in (200, 429), status
+        if status == 200:
+            admitted_rest.add(tenant)
+    assert rest(url, body, keys.acme[::-1])[0] == 401
+    infer(stack.open_gateway, request, keys.acme)  # a gateway without keys ignores (and must not log) one
+    metrics = f"{stack.gateway_admin}/metrics"
+    assert rest(metrics, token=ADMIN_TOKEN)[0] == 200
+    assert rest(metrics, token=ADMIN_TOKEN[::-1])[0] == 401
+    # Each admitted tenant's entries and the open gateway's are written to Redis in the background: every log
+    # line about them is written once they are there.
+    entries = before + len(admitted) + len(admitted_rest) + 1
+    assert redis_keys_settle(client, entries) == entries
+    client.close()
     for proc in stack.logs:
         log = proc.output()
         assert "edgeinfer gateway" in log
-        for secret in (keys.acme, keys.globex, keys.limited, ADMIN_TOKEN, REDIS_PASSWORD):
+        for secret in (*keys.all(), ADMIN_TOKEN, REDIS_PASSWORD):
             assert secret not in log
 
 

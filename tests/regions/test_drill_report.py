@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edgeinfer.regions.drill_report import Action, Budgets, DrillResult, HealthChange, plot, timeline
 
 
@@ -64,3 +66,49 @@ def test_timeline_and_plot(tmp_path: Path) -> None:
     report = _result(events, []).to_dict()
     plot(report, tmp_path / "drill.png")
     assert (tmp_path / "drill.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+CLEAN_SERVED = {3: "eu-west", 4: "eu-west", 5: "eu-west", 6: "eu-west"}  # us-east back from 7 s: rejoin 1 s
+CLEAN_HEALTH = [HealthChange(3.2, "us-east", "failed_active_health_check"), HealthChange(8.0, "us-east", "healthy")]
+
+
+def _over_one_budget(broken: str) -> DrillResult:
+    """A clean kill drill (every check passes) with exactly one budget exceeded, by a little."""
+    events = _steady(CLEAN_SERVED)
+    health = list(CLEAN_HEALTH)
+    budgets: dict[str, float] = {"max_latency_ms": 250.0}
+    if broken == "failed requests":
+        events[15] = (1.5, 0.0, "DEADLINE_EXCEEDED", "")
+    elif broken == "p99 outside the detection windows (ms)":
+        events[15] = (1.5, 0.101, "OK", "us-east")  # 101 ms, outside every window: the p99 of 80 is the slowest
+    elif broken == "time to fail over (s)":
+        health[0] = HealthChange(4.1, "us-east", "failed_active_health_check")  # 1.1 s after the kill
+    elif broken == "time to rejoin after the restore (s)":
+        budgets["rejoin_s"] = 0.9  # us-east serves again 1.0 s after the restart
+    elif broken == "slowest request (ms)":
+        events[35] = (3.5, 0.251, "OK", "eu-west")  # inside the kill's window (p99 spares it), over the max
+    return _result(events, health, **budgets)
+
+
+def test_the_clean_drill_with_a_latency_cap_passes() -> None:
+    result = _result(_steady(CLEAN_SERVED), CLEAN_HEALTH, max_latency_ms=250.0).to_dict()["result"]
+    assert result["passed"] and all(c["pass"] for c in result["checks"].values()), result["checks"]
+    assert len(result["checks"]) == 5
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "failed requests",
+        "p99 outside the detection windows (ms)",
+        "time to fail over (s)",
+        "time to rejoin after the restore (s)",
+        "slowest request (ms)",
+    ],
+)
+def test_a_report_over_one_budget_fails(broken: str) -> None:
+    """Each budget alone fails the report: its check, and the verdict (the drill's exit status follows it)."""
+    report = _over_one_budget(broken).to_dict()
+    checks = report["result"]["checks"]
+    assert [name for name, check in checks.items() if not check["pass"]] == [broken], checks
+    assert report["result"]["passed"] is False
