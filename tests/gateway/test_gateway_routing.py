@@ -199,6 +199,8 @@ def test_admin_port(plain_gateway: dict[str, str]) -> None:
     admin = plain_gateway["admin"]
     assert json.loads(urllib.request.urlopen(f"{admin}/healthz", timeout=5).read())["live"] is True
     assert json.loads(urllib.request.urlopen(f"{admin}/readyz", timeout=5).read())["ready"] is True
+    # A request of its own first: in random order this may be the first test to use the gateway.
+    infer_both(plain_gateway["grpc"], "fraud", "features", np.ones((1, 30), np.float32))
     metrics = scrape_metrics(f"{admin}/metrics")
     assert any(f'region="{REGION}"' in k for k in metrics if k.startswith(GATEWAY_REQUESTS))
 
