@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from testkit.hostile import write_echo_text
 from testkit.procs import start_function
 
 from edgeinfer.protocol import open_inference_pb2 as pb
@@ -18,17 +18,7 @@ from edgeinfer.protocol.tensors import build_request, output_arrays
 @pytest.fixture(scope="module")
 def echo_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("bytes-repo")
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["text"], ["same"])],
-        "echo_text",
-        [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch", 2])],
-        [helper.make_tensor_value_info("same", TensorProto.STRING, ["batch", 2])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (root / "echo_text" / "1").mkdir(parents=True)
-    (root / "echo_text" / "1" / "model.onnx").write_bytes(model.SerializeToString())
-    (root / "echo_text" / "config.yaml").write_text("max_batch_size: 8\n")
+    write_echo_text(root)
     proc, address = start_function(root, tmp_path_factory.mktemp("bytes-logs"))
     yield address
     proc.stop()

@@ -130,9 +130,8 @@ def answers_for(payload: bytes) -> Answers:
     return {OK: (), INVALID: REQUEST_FAULTS}
 
 
-def write_fuzz_repo(root: Path) -> Path:
-    """fraud and ranker (the examples) and echo_text, a BYTES identity model."""
-    write_examples(root)
+def write_echo_text(root: Path) -> None:
+    """echo_text, a BYTES identity model, into the repository at `root`."""
     graph = helper.make_graph(
         [helper.make_node("Identity", ["text"], ["same"])],
         "echo_text",
@@ -144,6 +143,12 @@ def write_fuzz_repo(root: Path) -> Path:
     (root / "echo_text" / "1").mkdir(parents=True)
     (root / "echo_text" / "1" / "model.onnx").write_bytes(model.SerializeToString())
     (root / "echo_text" / "config.yaml").write_text("max_batch_size: 8\n")
+
+
+def write_fuzz_repo(root: Path) -> Path:
+    """fraud and ranker (the examples) and echo_text, a BYTES identity model."""
+    write_examples(root)
+    write_echo_text(root)
     return root
 
 
