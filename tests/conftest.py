@@ -8,6 +8,7 @@ from testkit.pki import Pki, build_pki
 from testkit.procs import Proc, free_port, start_function
 from testkit.slow import SlowFunction, prime, write_slow_model
 
+from edgeinfer.cache.redis_server import RedisServer
 from edgeinfer.functions.examples import write_examples
 
 
@@ -50,3 +51,15 @@ def slow_function(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) ->
         yield SlowFunction(address, f"http://127.0.0.1:{port}/metrics")
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server shared by tests that only read and write their own (uniquely prefixed) keys."""
+    server = RedisServer(free_port(), dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -11,18 +11,6 @@ from testkit.procs import free_port
 from edgeinfer.cache.redis_server import RedisServer
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One server shared by tests that only read and write their own (uniquely prefixed) keys."""
-    server = RedisServer(free_port(), dir=tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server for one test: to kill, pause, or configure with a password."""

@@ -8,7 +8,6 @@ passed to the backend, and which error class each backend failure becomes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from testkit.procs import free_port
 
 from edgeinfer.cache.key import cache_key, key_parts_from_request
 from edgeinfer.cache.l1 import L1Cache
@@ -224,25 +222,14 @@ def test_metrics_count_each_request_by_status() -> None:
     assert function_calls(dp, "OK") == 2
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), dir=tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
-def test_redis_hit_from_another_gateways_write(redis: RedisServer, tmp_path: Path) -> None:
+def test_redis_hit_from_another_gateways_write(redis_server: RedisServer, tmp_path: Path) -> None:
     """Gateway A misses and writes through to Redis; gateway B (its own empty L1) gets a Redis hit, then L1."""
     prefix = f"dataplane:{tmp_path.name}:"
     backend = FakeBackend()
 
     async def run() -> list[str]:
         # Budgets far above a loaded machine's Redis round trip: a timeout would read as a miss.
-        store_a, store_b = (RedisStore(redis.url, key_prefix=prefix, get_timeout=5.0) for _ in range(2))
+        store_a, store_b = (RedisStore(redis_server.url, key_prefix=prefix, get_timeout=5.0) for _ in range(2))
         cache_a = PredictionCache(l1=L1Cache(1 << 20), redis=store_a)
         cache_b = PredictionCache(l1=L1Cache(1 << 20), redis=store_b)
         assert await cache_a.start() and await cache_b.start()
