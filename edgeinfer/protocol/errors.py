@@ -46,3 +46,17 @@ class Unavailable(InferenceError):
 class DeadlineExceeded(InferenceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     http_status = 504
+
+
+class FailedPrecondition(InferenceError):
+    """The request is valid but this server is not in a state (or mode) to do it; the message says what is."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 400
+
+
+class Unimplemented(InferenceError):
+    """An RPC or route this server does not serve; the message names what to use instead."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501

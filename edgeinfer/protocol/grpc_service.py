@@ -1,32 +1,52 @@
-"""Register an Open Inference servicer with a gRPC server, turning undecodable requests into INVALID_ARGUMENT.
+"""Register an Open Inference servicer with a gRPC server: every RPC of `inference.GRPCInferenceService`.
 
-The generated `add_..._to_server` lets a protobuf DecodeError surface as
-UNKNOWN with a Python class name in it; here the bytes are parsed by the
-handler so a truncated or malformed message gets a clear INVALID_ARGUMENT.
+The generated `add_..._to_server` lets a protobuf DecodeError surface as UNKNOWN with a Python class name in it;
+here the bytes are parsed by the handler so a truncated or malformed message gets a clear INVALID_ARGUMENT. An RPC
+that neither the servicer nor a provider implements gets UNIMPLEMENTED naming the RPC, not gRPC's bare "Method not
+found!". Inference whose tensors live in system shared memory is resolved here, around the servicer's ModelInfer,
+so the data planes see plain tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.errors import InvalidArgument, Unimplemented
 
 SERVICE = "inference.GRPCInferenceService"
 # A unary method of a servicer: (request, context) -> reply.
 UnaryMethod = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+# Present in a serialized request only when a tensor names a shared-memory region (a cheap test before parsing).
+SHARED_MEMORY_MARK = b"shared_memory_region"
 
-_UNARY: dict[str, tuple[type[Message], type[Message]]] = {
-    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
-    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
-    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
-    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
-}
+
+class SharedMemoryPlacement(Protocol):
+    """Moves tensors between registered shared-memory regions and a request or reply (protocol/shared_memory.py)."""
+
+    def resolve(self, request: pb.ModelInferRequest) -> Any | None:
+        """Read the inputs that name a region into the request (raw) and strip their region parameters; return
+        what place() needs for the outputs bound for a region, or None if the request uses no region."""
+        ...
+
+    def place(self, reply: pb.ModelInferResponse, placement: Any) -> None:
+        """Write the outputs bound for a region into it and leave them out of the reply's raw contents."""
+        ...
+
+
+def _service_methods() -> dict[str, tuple[type[Message], type[Message], bool]]:
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    return {
+        m.name: (getattr(pb, m.input_type.name), getattr(pb, m.output_type.name), m.client_streaming)
+        for m in service.methods
+    }
+
+
+_METHODS = _service_methods()
 
 
 def decode_error(message_type: type[Message]) -> str:
@@ -36,15 +56,53 @@ def decode_error(message_type: type[Message]) -> str:
     )
 
 
-def _unary(method: Callable[[Any, Any], Awaitable[Any]], request_type: type[Message]) -> Callable[..., Any]:
-    parse = request_type.FromString
+def _parse(request_type: type[Message], data: bytes) -> Any:
+    try:
+        return request_type.FromString(data)
+    except DecodeError:
+        raise InvalidArgument(decode_error(request_type)) from None
 
+
+def _unary(method: UnaryMethod, request_type: type[Message]) -> UnaryMethod:
     async def handler(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            request = parse(data)
-        except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, decode_error(request_type))
-        return await method(request, context)
+        return await method(_parse(request_type, data), context)
+
+    return handler
+
+
+def _unimplemented(name: str, what: str) -> UnaryMethod:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        raise Unimplemented(f"{name} is not served by the edgeinfer {what}; docs/protocol.md lists what is")
+
+    return handler
+
+
+def _with_shared_memory_parsed(method: UnaryMethod, shm: SharedMemoryPlacement) -> UnaryMethod:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        request = _parse(pb.ModelInferRequest, data)
+        placement = shm.resolve(request) if SHARED_MEMORY_MARK in data else None
+        reply = await method(request, context)
+        if placement is None:
+            return reply
+        if isinstance(reply, bytes):
+            reply = pb.ModelInferResponse.FromString(reply)
+        shm.place(reply, placement)
+        return reply
+
+    return handler
+
+
+def _with_shared_memory_raw(method: UnaryMethod, shm: SharedMemoryPlacement) -> UnaryMethod:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if SHARED_MEMORY_MARK not in data:
+            return await method(data, context)
+        request = _parse(pb.ModelInferRequest, data)
+        placement = shm.resolve(request)
+        if placement is None:
+            return await method(data, context)
+        reply = pb.ModelInferResponse.FromString(await method(request.SerializeToString(), context))
+        shm.place(reply, placement)
+        return reply
 
     return handler
 
@@ -81,21 +139,39 @@ def add_inference_service(
     servicer: Any,
     server: grpc.aio.Server,
     wrap: Callable[[UnaryMethod], UnaryMethod] | None = None,
+    *,
+    providers: Iterable[Any] = (),
+    shared_memory: SharedMemoryPlacement | None = None,
+    what: str = "server",
 ) -> None:
-    """Serve `servicer`'s Open Inference methods (ModelStreamInfer if it has one).
+    """Serve every RPC of the service: each from `servicer`, else from the first of `providers` that has it (the
+    shared-memory and settings RPCs, shared by the function and the gateway), else UNIMPLEMENTED.
 
-    A servicer with `ModelInferRaw(data: bytes, context)` gets ModelInfer's
-    request bytes unparsed, to parse or forward as it sees fit. `wrap` is
-    applied to each unary method once, here (edgeinfer.serving.ErrorMapping
-    maps errors to statuses this way); the request is parsed outside it.
+    A servicer with `ModelInferRaw(data: bytes, context)` gets ModelInfer's request bytes unparsed, to parse or
+    forward as it sees fit. `wrap` is applied to each unary method once, here (edgeinfer.serving.ErrorMapping maps
+    errors to statuses this way); parsing and shared memory happen inside it, so their errors map the same way.
+    `what` names the server in UNIMPLEMENTED messages.
     """
+    sources = (servicer, *providers)
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for name, (request_type, response_type) in _UNARY.items():
+    for name, (request_type, response_type, streaming) in _METHODS.items():
+        if streaming:
+            continue
         raw = name == "ModelInfer" and hasattr(servicer, "ModelInferRaw")
-        method = servicer.ModelInferRaw if raw else getattr(servicer, name)
+        if raw:
+            behaviour: UnaryMethod = servicer.ModelInferRaw
+            if shared_memory is not None:
+                behaviour = _with_shared_memory_raw(behaviour, shared_memory)
+        else:
+            method = next((getattr(s, name) for s in sources if hasattr(s, name)), None)
+            if method is None:
+                behaviour = _unimplemented(name, what)
+            elif name == "ModelInfer" and shared_memory is not None:
+                behaviour = _with_shared_memory_parsed(method, shared_memory)
+            else:
+                behaviour = _unary(method, request_type)
         if wrap is not None:
-            method = wrap(method)
-        behaviour = method if raw else _unary(method, request_type)
+            behaviour = wrap(behaviour)
         handlers[name] = grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=None, response_serializer=_serializer(response_type)
         )
