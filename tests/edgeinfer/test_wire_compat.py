@@ -77,7 +77,8 @@ def test_each_field_matches_tritons(message: Descriptor) -> None:
             continue
         other = theirs.fields_by_name.get(field.name)
         assert other is not None, f"{message.full_name}.{field.name} is not Triton's"
-        shape, their_shape = (field.number, field.type, field.is_repeated), (other.number, other.type, other.is_repeated)
+        shape = (field.number, field.type, field.is_repeated)
+        their_shape = (other.number, other.type, other.is_repeated)
         assert shape == their_shape, field.name
         if field.message_type is not None:
             assert other.message_type is not None, field.name
