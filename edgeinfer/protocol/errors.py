@@ -60,3 +60,10 @@ class Unimplemented(InferenceError):
 
     code = grpc.StatusCode.UNIMPLEMENTED
     http_status = 501
+
+
+class AlreadyExists(InferenceError):
+    """A name that is already taken (a shared-memory region registered twice)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
