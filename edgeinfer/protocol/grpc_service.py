@@ -125,6 +125,19 @@ def _stream(method: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[..., A
     return handler
 
 
+def _stream_unimplemented(what: str) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"ModelStreamInfer is not served by the edgeinfer {what}; docs/protocol.md lists what is",
+        )
+        yield  # an async generator, as gRPC needs for a streaming handler
+
+    return handler
+
+
 def _serializer(response_type: type[Message]) -> Callable[[Any], bytes]:
     serialize = response_type.SerializeToString
 
@@ -175,10 +188,10 @@ def add_inference_service(
         handlers[name] = grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=None, response_serializer=_serializer(response_type)
         )
-    if hasattr(servicer, "ModelStreamInfer"):
-        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            _stream(servicer.ModelStreamInfer),
-            request_deserializer=None,
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
-        )
+    stream = getattr(servicer, "ModelStreamInfer", None)
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        _stream(stream) if stream is not None else _stream_unimplemented(what),
+        request_deserializer=None,
+        response_serializer=_serializer(pb.ModelStreamInferResponse),
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
