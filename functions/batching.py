@@ -50,9 +50,19 @@ class _Pending:
 @dataclass(frozen=True, slots=True)
 class BatchStats:
     size: int
+    # ONNX Runtime's run of the batch.
     compute_seconds: float
     # Each request's wait from arrival to the start of its batch.
     queue_seconds: tuple[float, ...]
+    # Triton's compute_input / compute_infer / compute_output of the batch (ns): from its start to the run
+    # (joining inputs, the hand-off to a worker thread), the run, from the run's end to its requests' rows split.
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
+
+
+class Draining(Exception):
+    """submit() on a batcher that is draining (its model is being unloaded)."""
 
 
 class DynamicBatcher:
@@ -103,6 +113,9 @@ class DynamicBatcher:
         # queue's drain rate as it really is. None until a batch has run: no admission decision before.
         self.batch_seconds: float | None = None
         self._last_finish = 0.0
+        self._draining = False
+        # Resolved when a draining batcher has nothing queued or running.
+        self._drained: asyncio.Future[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -133,9 +146,34 @@ class DynamicBatcher:
             queued = len(self._queue) + 1
         return (queued + (1 if busy else 0)) * self.batch_seconds
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self) -> None:
+        """Refuse new requests (Draining), finish every queued and running one, then stop."""
+        self._draining = True
+        if self._running or any(not p.future.done() for p in self._queue):
+            self._drained = asyncio.get_running_loop().create_future()
+            if not self._inline:
+                # The scheduler may be waiting out the queue delay for company that will not come now.
+                self._delay = 0.0
+                wake = self._wake
+                if wake is not None and not wake.done():
+                    wake.set_result(None)
+            await self._drained
+        await self.stop()
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done() and not self._queue and not self._running:
+            drained.set_result(None)
+
     async def submit(self, inputs: Mapping[str, Array], size: int, deadline: float | None = None) -> list[Array]:
         """Queue one request of `size` rows; return its rows of every output. `deadline` (monotonic) turns on
         admission control for it."""
+        if self._draining:
+            raise Draining(self._name)
         if len(self._queue) >= self._max_queue:
             raise ResourceExhausted(
                 f"model '{self._name}': queue is full ({self._max_queue} requests waiting); retry later"
@@ -184,12 +222,19 @@ class DynamicBatcher:
                 raise
             task = loop.create_task(self._execute(loop, batch))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._draining:
+            self._check_drained()
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
         while True:
             self._drop_done()
             if not self._queue:
+                if self._draining:
+                    self._check_drained()
                 await self._sleep_until_woken(loop, 1, None)
                 continue
             if self._delay > 0 and self._queued_rows < self._max_batch:
@@ -238,26 +283,36 @@ class DynamicBatcher:
         while True:
             self._drop_done()
             if not self._queue:
+                if self._draining:
+                    self._check_drained()
                 return
             self._execute_inline(self._take())
 
+    def _timed_run(self, inputs: Mapping[str, Array]) -> tuple[list[Array], int, int]:
+        """Run a batch, with the monotonic ns it started and ended at (on the worker thread)."""
+        began = time.monotonic_ns()
+        outputs = self._run_batch(inputs)
+        return outputs, began, time.monotonic_ns()
+
     def _execute_inline(self, batch: list[_Pending]) -> None:
         started = time.monotonic()
+        started_ns = time.monotonic_ns()
         try:
-            outputs = self._run_batch(self._joined(batch))
+            outputs, began, ended = self._timed_run(self._joined(batch))
         except Exception as exc:
             self._fail(batch, exc)
         else:
-            self._deliver(batch, outputs, started)
+            self._deliver(batch, outputs, started, started_ns, began, ended)
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.monotonic()
+        started_ns = time.monotonic_ns()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, self._joined(batch))
+            outputs, began, ended = await loop.run_in_executor(self._executor, self._timed_run, self._joined(batch))
         except Exception as exc:
             self._fail(batch, exc)
         else:
-            self._deliver(batch, outputs, started)
+            self._deliver(batch, outputs, started, started_ns, began, ended)
         finally:
             self._instances.release()
 
@@ -267,30 +322,35 @@ class DynamicBatcher:
             if not p.future.done():
                 p.future.set_exception(exc)
 
-    def _deliver(self, batch: list[_Pending], outputs: list[Array], started: float) -> None:
+    def _deliver(
+        self, batch: list[_Pending], outputs: list[Array], started: float, started_ns: int, began: int, ended: int
+    ) -> None:
         finished = time.monotonic()
         # Backlogged: the gap since the previous completion; idle before: since its first request arrived.
         took = finished - max(self._last_finish, min(p.enqueued for p in batch))
         self._last_finish = finished
         previous = self.batch_seconds
         self.batch_seconds = took if previous is None else previous + EWMA_WEIGHT * (took - previous)
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+        else:
+            offset = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result([o[offset : offset + p.size] for o in outputs])
+                offset += p.size
         if self._on_batch is not None:
             self._on_batch(
                 BatchStats(
                     sum(p.size for p in batch),
-                    time.monotonic() - started,
+                    (ended - began) / 1e9,
                     tuple(started - p.enqueued for p in batch),
+                    max(0, began - started_ns),
+                    ended - began,
+                    max(0, time.monotonic_ns() - ended),
                 )
             )
-        if len(batch) == 1:
-            if not batch[0].future.done():
-                batch[0].future.set_result(outputs)
-            return
-        offset = 0
-        for p in batch:
-            if not p.future.done():
-                p.future.set_result([o[offset : offset + p.size] for o in outputs])
-            offset += p.size
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

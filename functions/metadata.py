@@ -7,6 +7,7 @@ zero can be validated against without waking an instance.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from edgeinfer.functions.config import ModelConfig
 from edgeinfer.functions.repository import ModelEntry
@@ -79,12 +80,16 @@ def _specs(values: Iterable[object]) -> list[TensorSpec]:
     return specs
 
 
-def metadata_from_files(entry: ModelEntry) -> pb.ModelMetadataResponse:
-    """Metadata of the latest version read from the ONNX graph and config.yaml, without ONNX Runtime."""
+def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs (initializers left out) and outputs of an ONNX file, read without ONNX Runtime."""
     import onnx
 
-    model = onnx.load(str(entry.versions[entry.latest]), load_external_data=False)
-    graph = model.graph
+    graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    inputs = _specs(i for i in graph.input if i.name not in initializers)
-    return build_metadata(entry.name, entry.versions, inputs, _specs(graph.output), entry.config)
+    return _specs(i for i in graph.input if i.name not in initializers), _specs(graph.output)
+
+
+def metadata_from_files(entry: ModelEntry) -> pb.ModelMetadataResponse:
+    """Metadata of the latest version read from the ONNX graph and config.yaml, without ONNX Runtime."""
+    inputs, outputs = graph_specs(entry.versions[entry.latest])
+    return build_metadata(entry.name, entry.versions, inputs, outputs, entry.config)

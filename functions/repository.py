@@ -31,17 +31,39 @@ def _version_key(label: str) -> tuple[int, int | str]:
     return (0, int(label)) if label.isdigit() else (1, label)
 
 
-def scan(root: Path) -> list[ModelEntry]:
+def versions_of(model_dir: Path) -> list[str]:
+    """The version labels of a model directory that hold a model file, lowest first."""
+    if not model_dir.is_dir():
+        return []
+    return sorted((v.name for v in model_dir.iterdir() if (v / MODEL_FILE).is_file()), key=_version_key)
+
+
+def listing(root: Path) -> dict[str, list[str]]:
+    """Model name -> version labels, without reading any config (a broken config.yaml still lists)."""
+    if not root.is_dir():
+        return {}
+    models = {}
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        labels = versions_of(model_dir)
+        if labels:
+            models[model_dir.name] = labels
+    return models
+
+
+def read_entry(model_dir: Path, name: str | None = None) -> ModelEntry:
+    """One model of a repository (or any directory laid out as one); RepositoryError if it has no version."""
+    labels = versions_of(model_dir)
+    if not labels:
+        raise RepositoryError(f"model '{name or model_dir.name}': no {model_dir}/<version>/{MODEL_FILE}")
+    versions = {label: model_dir / label / MODEL_FILE for label in labels}
+    return ModelEntry(name or model_dir.name, versions, load_config(model_dir / CONFIG_FILE))
+
+
+def scan(root: Path, *, allow_empty: bool = False) -> list[ModelEntry]:
     """List the models of a repository, sorted by name."""
     if not root.is_dir():
         raise RepositoryError(f"model repository {root} does not exist; create it with `edgeinfer examples {root}`")
-    models: list[ModelEntry] = []
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        labels = sorted((v.name for v in model_dir.iterdir() if (v / MODEL_FILE).is_file()), key=_version_key)
-        if not labels:
-            continue
-        versions = {label: model_dir / label / MODEL_FILE for label in labels}
-        models.append(ModelEntry(model_dir.name, versions, load_config(model_dir / CONFIG_FILE)))
-    if not models:
+    models = [read_entry(root / name) for name in listing(root)]
+    if not models and not allow_empty:
         raise RepositoryError(f"no models in {root}: expected {root}/<model>/<version>/{MODEL_FILE}")
     return models

@@ -27,7 +27,9 @@ from edgeinfer.functions.repository import RepositoryError
 from edgeinfer.functions.runtime import ModelLoadError
 from edgeinfer.functions.servicer import InferenceServicer
 from edgeinfer.functions.settings import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, METRICS_TOKEN_ENV, FunctionSettings
+from edgeinfer.protocol.shared_memory import SharedMemoryRPCs, SystemSharedMemory
 from edgeinfer.protocol.tracing import Tracing
+from edgeinfer.runtime_settings import RuntimeSettings, SettingsRPCs
 from edgeinfer.tls import ServerTLS, TLSConfigError
 
 log = logging.getLogger("edgeinfer.function")
@@ -95,6 +97,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--trace-file", type=Path, help="with --trace console: write spans (JSON lines) here")
     parser.add_argument("--log-level", default=os.environ.get("EDGEINFER_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit", "poll"),
+        default="none",
+        help="as Triton's: none loads every model at start and refuses load/unload; explicit loads the "
+        "--load-model ones at start and others on request (RepositoryModelLoad/Unload); poll follows the "
+        "repository, rescanning it every --repository-poll-secs (default none)",
+    )
+    parser.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --model-control-mode explicit: load this model at start (repeatable; '*' loads every model)",
+    )
+    parser.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=15.0,
+        help="with --model-control-mode poll: seconds between rescans of the repository (default 15)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> FunctionSettings:
@@ -117,6 +140,9 @@ def settings_from(args: argparse.Namespace) -> FunctionSettings:
         trace=args.trace,
         trace_file=args.trace_file,
         log_level=args.log_level,
+        model_control_mode=args.model_control_mode,
+        load_models=tuple(args.load_model),
+        repository_poll_secs=args.repository_poll_secs,
         **secrets,
     )
 
@@ -168,13 +194,29 @@ class FunctionServer:
             trace_out = stack.enter_context(settings.trace_file.open("a", buffering=1))
         tracing = Tracing(settings.trace, trace_out, service="edgeinfer-function")
         stack.callback(tracing.shutdown)
-        dataplane = DataPlane(settings.model_repo, compute_nice=settings.compute_nice)
+        dataplane = DataPlane(
+            settings.model_repo,
+            compute_nice=settings.compute_nice,
+            control_mode=settings.model_control_mode,
+            startup_models=settings.load_models,
+            poll_seconds=settings.repository_poll_secs,
+        )
+        # Shared with the gateway: system shared-memory regions, and the trace and log settings at run time.
+        shared_memory = SystemSharedMemory()
+        stack.callback(shared_memory.close)
+        runtime = RuntimeSettings(tracing, known_model=lambda name: name in dataplane.models)
+        servicer = InferenceServicer(
+            dataplane,
+            tracing,
+            providers=(SharedMemoryRPCs(shared_memory), SettingsRPCs(runtime)),
+            shared_memory=shared_memory,
+        )
         tls = load_tls(settings)
         grpc_front = serving.GrpcFront(
             settings.host,
             settings.port,
             max_message_bytes=settings.max_message_bytes,
-            register=InferenceServicer(dataplane, tracing).register,
+            register=servicer.register,
             credentials=tls.grpc_credentials() if tls is not None else None,
             grace=GRACE_S,
         )
@@ -199,7 +241,10 @@ class FunctionServer:
         cold_start = process_age_seconds()
         dataplane.metrics.cold_start.observe(cold_start)
         log.info(
-            "ready: cold start %.3f s (process start to ready), serving %s", cold_start, ", ".join(dataplane.models)
+            "ready: cold start %.3f s (process start to ready), serving %s (model control %s)",
+            cold_start,
+            ", ".join(dataplane.models) or "no model yet",
+            settings.model_control_mode,
         )
         print(
             f"edgeinfer function ready on {settings.host}:{grpc_front.port} cold_start_s={cold_start:.3f}", flush=True

@@ -36,6 +36,11 @@ class FunctionSettings(BaseSettings):
     trace: Literal["none", "console", "otlp"] = "none"
     trace_file: Path | None = None
     log_level: str = "INFO"
+    # Triton's model control: none (all at start, no load/unload), explicit (--load-model at start, then the
+    # repository RPCs), poll (follow the repository, rescanning every repository_poll_secs).
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    load_models: tuple[str, ...] = ()
+    repository_poll_secs: float = Field(default=15.0, gt=0, le=86_400)
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -50,6 +55,8 @@ class FunctionSettings(BaseSettings):
                 raise ValueError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS runs over TLS")
         elif self.tls_cert is None or self.tls_key is None:
             raise ValueError("--tls-cert and --tls-key go together: give both, or neither for h2c")
+        if self.load_models and self.model_control_mode != "explicit":
+            raise ValueError("--load-model needs --model-control-mode explicit (the other modes load every model)")
         if self.metrics_port is not None and self.metrics_token is None and not is_loopback(self.metrics_host):
             raise ValueError(
                 f"--metrics-host {self.metrics_host} is not loopback: give the metrics port a token "

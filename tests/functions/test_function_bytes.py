@@ -48,3 +48,19 @@ def test_lying_length_prefix_is_invalid_argument(echo_text: str) -> None:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "claims 255 bytes" in (info.value.details() or "")
         assert stub.ServerLive(pb.ServerLiveRequest()).live
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_an_element_that_is_not_utf8_is_invalid_argument_naming_it(echo_text: str, raw: bool) -> None:
+    """ONNX Runtime's string tensors hold text: bytes that are not UTF-8 get INVALID_ARGUMENT naming the input and
+    the element (not INTERNAL from ONNX Runtime's encoder), and the next request is served."""
+    text = np.array([[b"fine", b"\xff\xfe"]], dtype=np.object_)
+    with grpc.insecure_channel(echo_text) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(build_request("echo_text", {"text": text}, raw=raw), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "input 'text' element 1 is not valid UTF-8" in (info.value.details() or "")
+        good = np.array([[b"a", b"b"]], dtype=np.object_)
+        reply = stub.ModelInfer(build_request("echo_text", {"text": good}, raw=raw), timeout=10)
+        assert [bytes(v) for v in output_arrays(reply)["same"].reshape(-1)] == [b"a", b"b"]
