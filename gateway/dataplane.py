@@ -13,13 +13,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from edgeinfer.cache.key import uncacheable_reason
 from edgeinfer.gateway.backends.base import Backend, BackendError, request_arrival
 from edgeinfer.gateway.metrics import GatewayMetrics
+from edgeinfer.gateway.statistics import GatewayStatistics, ModelCounters
 from edgeinfer.protocol import open_inference_pb2 as pb
-from edgeinfer.protocol.errors import DeadlineExceeded, InferenceError, ModelNotFound
+from edgeinfer.protocol.errors import DeadlineExceeded, FailedPrecondition, InferenceError, ModelNotFound
 from edgeinfer.protocol.tensors import (
     Array,
     TensorSpec,
@@ -46,6 +47,8 @@ _STATUS_FIELDS = {
     for status in ("hit-l1", "hit-redis", "miss", "coalesced", "bypass")
 }
 METADATA_TIMEOUT_S = 5.0
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
 
 
 class Hit(Protocol):
@@ -141,6 +144,10 @@ class GatewayDataPlane:
         self._metadata_ttl = metadata_ttl_seconds
         self._default_timeout = default_timeout_seconds
         self._views: dict[tuple[str, str], ModelView] = {}
+        # The functions' configs with this gateway's cache setting, and when each was fetched; like the views,
+        # only answers for real (model, version) pairs are kept, so clients cannot grow it.
+        self._configs: dict[tuple[str, str], tuple[pb.ModelConfigResponse, float]] = {}
+        self.statistics_table = GatewayStatistics()
         self._fetching: dict[tuple[str, str], asyncio.Task[ModelView]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         # Seconds added to every inference: set by drills through the admin port (PUT /v1/fault).
@@ -185,6 +192,75 @@ class GatewayDataPlane:
     async def model_ready(self, name: str, version: str = "") -> bool:
         return await self.backend.model_ready(name, version, METADATA_TIMEOUT_S)
 
+    async def model_config(self, name: str, version: str = "") -> pb.ModelConfigResponse:
+        """The function's Triton ModelConfig, with response_cache.enable saying whether THIS gateway caches the
+        model's replies (it has a cache, and the model's cache is enabled). Kept for metadata_ttl_seconds; if a
+        refresh fails because no function answers, the last good answer is kept, as the views are."""
+        key = (name, version)
+        kept = self._configs.get(key)
+        if kept is not None and time.monotonic() - kept[1] < self._metadata_ttl:
+            return kept[0]
+        try:
+            view = await self.model(name, version)
+            config = await self.backend.model_config(name, version, METADATA_TIMEOUT_S)
+        except InferenceError as exc:
+            if kept is None or exc.code == ModelNotFound.code:
+                self._configs.pop(key, None)
+                raise
+            return kept[0]
+        reply = pb.ModelConfigResponse()
+        reply.CopyFrom(config)
+        reply.config.response_cache.enable = self._cache is not None and view.cache_enabled
+        self._configs[key] = (reply, time.monotonic())
+        return reply
+
+    def _known_versions(self, name: str) -> list[str]:
+        """The versions the functions reported for the model (any view kept, stale or not) and those counted."""
+        view = self._views.get((name, "")) or next((v for (n, _), v in self._views.items() if n == name), None)
+        known = [v for v in view.versions if v] if view is not None else []
+        return known + [v for v in self.statistics_table.counted_versions(name) if v not in known]
+
+    def statistics(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:
+        """This gateway's statistics with Triton's meanings (gateway/statistics.py): every routed model when
+        `name` is empty, else that model; every version the gateway knows of unless `version` names one."""
+        routed = self.backend.models()
+        if name and name not in routed:
+            raise ModelNotFound(f"unknown model '{name}'; this gateway routes: {', '.join(routed) or '(none)'}")
+        reply = pb.ModelStatisticsResponse()
+        for model in [name] if name else routed:
+            versions = self._known_versions(model)
+            if version:
+                if versions and version not in versions:
+                    raise ModelNotFound(f"model '{model}' has no version '{version}'; available: {', '.join(versions)}")
+                versions = [version]
+            # Nothing known yet (no request, no metadata): one unversioned entry of zeros.
+            reply.model_stats.extend(self.statistics_table.model_statistics(model, versions or [""]))
+        return reply
+
+    async def repository_index(self, ready_only: bool = False) -> pb.RepositoryIndexResponse:
+        """The routed models, one entry per version the functions reported (none known: one unversioned entry),
+        READY when the backend says a function serves the model, else UNAVAILABLE with the reason. Only
+        metadata already fetched is used: listing never wakes a model scaled to zero."""
+        models = self.backend.models()
+        ready = await asyncio.gather(*(self.model_ready(m) for m in models))
+        reply = pb.RepositoryIndexResponse()
+        for model, is_ready in zip(models, ready, strict=True):
+            if ready_only and not is_ready:
+                continue
+            state = READY if is_ready else UNAVAILABLE
+            reason = "" if is_ready else f"no function for model '{model}' is ready in this gateway's region"
+            for version in self._known_versions(model) or [""]:
+                reply.models.add(name=model, version=version, state=state, reason=reason)
+        return reply
+
+    def refuse_repository_change(self, action: str, model: str) -> NoReturn:
+        """RepositoryModelLoad/Unload: a gateway routes to functions; models are deployed where they run."""
+        raise FailedPrecondition(
+            f"cannot {action} model '{model}' here: the gateway routes to functions and does not load or unload "
+            "models; deploy a model with `edgeinfer deploy` (Knative), or add it to the repository that "
+            "`edgeinfer up` serves"
+        )
+
     async def ready(self) -> bool:
         """Ready when at least one routed model has a function that answers."""
         checks = await asyncio.gather(*(self.model_ready(m) for m in self.backend.models()))
@@ -200,32 +276,51 @@ class GatewayDataPlane:
         tenant: str = DEFAULT_TENANT,
         timeout: float | None = None,
     ) -> InferOutcome:
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         request_arrival.set(time.monotonic())
         tenant = authenticated_tenant.get() or tenant
         model = request.model_name
-        status = "bypass"
+        counters: ModelCounters | None = None
         try:
-            outcome = await self._infer(request, raw_request, tenant, timeout)
-        except InferenceError as exc:
-            self.metrics.observe(model, exc.code.name, status, time.perf_counter() - started)
+            if self.fault_delay:
+                await asyncio.sleep(self.fault_delay)
+            view = await self.model(model)
+            version = request.model_version or view.version
+            if version not in view.versions:
+                raise ModelNotFound(
+                    f"model '{view.name}' has no version '{version}'; available: {', '.join(view.versions)}"
+                )
+            # Counted from here on: a routed model and a version its function has, so the table stays bounded.
+            counters = self.statistics_table.counters(model, version)
+            outcome = await self._serve(request, raw_request, tenant, timeout, view, version, counters)
+        except BaseException as exc:  # a cancelled call (the client went away) is a failure too
+            elapsed = time.perf_counter_ns() - started
+            if counters is not None:
+                counters.fail_count += 1
+                counters.fail_ns += elapsed
+                counters.last_inference_ms = time.time_ns() // 1_000_000
+            if isinstance(exc, InferenceError):
+                self.metrics.observe(model, exc.code.name, "bypass", elapsed / 1e9)
             raise
-        self.metrics.observe(model, "OK", outcome.cache, time.perf_counter() - started)
+        elapsed = time.perf_counter_ns() - started
+        counters.success_count += 1
+        counters.success_ns += elapsed
+        counters.last_inference_ms = time.time_ns() // 1_000_000
+        self.metrics.observe(model, "OK", outcome.cache, elapsed / 1e9)
         return outcome
 
-    async def _infer(
-        self, request: pb.ModelInferRequest, raw_request: bytes | None, tenant: str, timeout: float | None
+    async def _serve(
+        self,
+        request: pb.ModelInferRequest,
+        raw_request: bytes | None,
+        tenant: str,
+        timeout: float | None,
+        view: ModelView,
+        version: str,
+        counters: ModelCounters,
     ) -> InferOutcome:
-        if self.fault_delay:
-            await asyncio.sleep(self.fault_delay)
-        view = await self.model(request.model_name)
-        version = request.model_version or view.version
-        if version not in view.versions:
-            raise ModelNotFound(
-                f"model '{view.name}' has no version '{version}'; available: {', '.join(view.versions)}"
-            )
         decoded, raw = decode_inputs(request, view.inputs)
-        batch_size(view.name, decoded, view.max_batch_size)
+        batch = batch_size(view.name, decoded, view.max_batch_size)
         requested_outputs(view.name, request, view.outputs)
         budget = timeout if timeout is not None else view.timeout_seconds
         forward = self._forward_bytes(request, raw_request, raw, decoded, view, version)
@@ -236,23 +331,34 @@ class GatewayDataPlane:
             and uncacheable_reason(request) is None
         )
         if not use_cache:
-            payload = await self._call(view.name, forward, budget)
+            payload = await self._call(view.name, forward, budget, counters, batch)
+            counters.inference_count += batch
             return self._reply(request, raw, payload, "bypass")
         assert self._cache is not None and self._key is not None and self._flights is not None
         key = self._key(request, decoded, tenant, version)
+        looked_up = time.perf_counter_ns()
         with self.tracing.child_span("cache.lookup", {"model": view.name}):
             hit = await self._cache.get(key)
+        lookup_ns = time.perf_counter_ns() - looked_up
         if hit is not None:
+            counters.cache_hit_count += 1
+            counters.cache_hit_ns += lookup_ns
             if hit.refresh:  # XFetch: recompute before expiry, in the background
-                self._spawn(self._refresh(key, view, forward, budget))
+                self._spawn(self._refresh(key, view, forward, budget, counters, batch))
             return self._reply(request, raw, hit.payload, f"hit-{hit.tier}")
+        # A miss from the lookup on; the caller whose call fills the entry adds the insert's ns.
+        counters.cache_miss_count += 1
+        counters.cache_miss_ns += lookup_ns
         try:
             async with asyncio.timeout(budget):
-                payload, shared = await self._flights.do(key, lambda: self._call_and_store(key, view, forward, budget))
+                payload, shared = await self._flights.do(
+                    key, lambda: self._call_and_store(key, view, forward, budget, counters, batch)
+                )
         except TimeoutError:
             raise DeadlineExceeded(
                 f"model '{view.name}': no result within {budget * 1000:.0f} ms (waiting for an identical request)"
             ) from None
+        counters.inference_count += batch
         return self._reply(request, raw, payload, "coalesced" if shared else "miss")
 
     @staticmethod
@@ -281,31 +387,50 @@ class GatewayDataPlane:
                 forward.raw_input_contents.append(raw_bytes(decoded[tensor.name], tensor.datatype))
         return forward.SerializeToString()
 
-    async def _call(self, model: str, forward: bytes, timeout: float) -> bytes:
-        started = time.perf_counter()
+    async def _call(self, model: str, forward: bytes, timeout: float, counters: ModelCounters, batch: int) -> bytes:
+        started = time.perf_counter_ns()
         code = "OK"
         try:
             with self.tracing.child_span("function.call", {"model": model}, client=True):
-                return await self.backend.infer(model, forward, timeout, self.tracing.outgoing_metadata())
+                reply = await self.backend.infer(model, forward, timeout, self.tracing.outgoing_metadata())
+            counters.execution(batch, time.perf_counter_ns() - started)
+            return reply
         except BackendError as exc:
             code = exc.code.name
             if exc.code.name == "NOT_FOUND":
                 self._views.pop((model, ""), None)  # a version went away: fetch metadata again
             raise
         finally:
-            self.metrics.function_call(model, code, time.perf_counter() - started)
+            self.metrics.function_call(model, code, (time.perf_counter_ns() - started) / 1e9)
 
-    async def _call_and_store(self, key: bytes, view: ModelView, forward: bytes, timeout: float) -> bytes:
-        started = time.perf_counter()
-        payload = await self._call(view.name, forward, timeout)
+    async def _call_and_store(
+        self,
+        key: bytes,
+        view: ModelView,
+        forward: bytes,
+        timeout: float,
+        counters: ModelCounters,
+        batch: int,
+        *,
+        miss: bool = True,
+    ) -> bytes:
+        started = time.perf_counter_ns()
+        payload = await self._call(view.name, forward, timeout, counters, batch)
         assert self._cache is not None
-        self._cache.put(key, payload, view.cache_ttl_seconds, time.perf_counter() - started)
+        stored = time.perf_counter_ns()
+        self._cache.put(key, payload, view.cache_ttl_seconds, (stored - started) / 1e9)
+        if miss:  # Triton's cache_miss time: the lookup (counted by the caller) plus the insert
+            counters.cache_miss_ns += time.perf_counter_ns() - stored
         return payload
 
-    async def _refresh(self, key: bytes, view: ModelView, forward: bytes, timeout: float) -> None:
+    async def _refresh(
+        self, key: bytes, view: ModelView, forward: bytes, timeout: float, counters: ModelCounters, batch: int
+    ) -> None:
         assert self._flights is not None
         try:
-            await self._flights.do(key, lambda: self._call_and_store(key, view, forward, timeout))
+            await self._flights.do(
+                key, lambda: self._call_and_store(key, view, forward, timeout, counters, batch, miss=False)
+            )
         except InferenceError as exc:
             log.debug("early refresh of %s failed: %s", view.name, exc.message)
 

@@ -36,8 +36,10 @@ from edgeinfer.gateway.servicer import GatewayServicer
 from edgeinfer.gateway.settings import DRAIN_DELAY_S, GatewaySettings, parse_route
 from edgeinfer.knative_names import service_name
 from edgeinfer.protocol import open_inference_pb2 as pb
+from edgeinfer.protocol.shared_memory import SharedMemoryRPCs, SystemSharedMemory
 from edgeinfer.protocol.tensors import Array
 from edgeinfer.protocol.tracing import Tracing
+from edgeinfer.runtime_settings import RuntimeSettings, SettingsRPCs
 from edgeinfer.tls import ClientTLS, ServerTLS, TLSConfigError
 
 log = logging.getLogger("edgeinfer.gateway")
@@ -313,7 +315,19 @@ class GatewayServer:
             default_timeout_seconds=settings.default_timeout_ms / 1000,
         )
         stack.push_async_callback(dataplane.close)
-        servicer = GatewayServicer(dataplane, settings.region)
+        # One registry of shared-memory regions and one set of trace/log settings per process, shared by both
+        # fronts: a region registered over REST serves gRPC inference too. Tensors are read from a region before
+        # the data plane (the gateway forwards bytes, and its cache sees plain requests); the regions are unmapped
+        # at stop, after the fronts.
+        shm = SystemSharedMemory(max_tensor_bytes=settings.max_message_bytes)
+        stack.callback(shm.close)
+        runtime = RuntimeSettings(tracing, known_model=lambda name: name in backend.models())
+        servicer = GatewayServicer(
+            dataplane,
+            settings.region,
+            providers=(SharedMemoryRPCs(shm), SettingsRPCs(runtime)),
+            shared_memory=shm,
+        )
         grpc_front = serving.GrpcFront(
             settings.host,
             settings.port,
@@ -347,6 +361,8 @@ class GatewayServer:
                 host=settings.host,
                 port=settings.rest_port,
                 tls=security.server_tls.ssl_context() if security.server_tls is not None else None,
+                shared_memory=shm,
+                runtime_settings=runtime,
             )
             await rest.start()
             stack.push_async_callback(rest.stop)

@@ -10,12 +10,15 @@ import grpc
 
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import (
+    AlreadyExists,
     DeadlineExceeded,
+    FailedPrecondition,
     InferenceError,
     InvalidArgument,
     ModelNotFound,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
 )
 from edgeinfer.tls import ClientTLS
 
@@ -31,6 +34,9 @@ _BY_CODE: dict[grpc.StatusCode, type[InferenceError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
 }
 
 
@@ -63,6 +69,10 @@ class Backend(Protocol):
         ...
 
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse: ...
+
+    async def model_config(self, model: str, version: str, timeout: float) -> pb.ModelConfigResponse:
+        """The function's Triton ModelConfig of the model (its response_cache says whether the model caches)."""
+        ...
 
     async def model_ready(self, model: str, version: str, timeout: float) -> bool: ...
 
@@ -99,6 +109,11 @@ class FunctionEndpoint:
             request_serializer=pb.ModelMetadataRequest.SerializeToString,
             response_deserializer=pb.ModelMetadataResponse.FromString,
         )
+        self._config = self.channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelConfig",
+            request_serializer=pb.ModelConfigRequest.SerializeToString,
+            response_deserializer=pb.ModelConfigResponse.FromString,
+        )
         self._ready = self.channel.unary_unary(
             "/inference.GRPCInferenceService/ModelReady",
             request_serializer=pb.ModelReadyRequest.SerializeToString,
@@ -116,6 +131,12 @@ class FunctionEndpoint:
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
         reply: pb.ModelMetadataResponse = await self._metadata(
             pb.ModelMetadataRequest(name=model, version=version), timeout=timeout
+        )
+        return reply
+
+    async def model_config(self, model: str, version: str, timeout: float) -> pb.ModelConfigResponse:
+        reply: pb.ModelConfigResponse = await self._config(
+            pb.ModelConfigRequest(name=model, version=version), timeout=timeout
         )
         return reply
 

@@ -88,10 +88,10 @@ class KnativeBackend:
 
     def _error(self, error: grpc.aio.AioRpcError, model: str) -> BackendError:
         route = self._routes[model]
-        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-            # An ingress answers a host it has no route for with 404, which gRPC reads as UNIMPLEMENTED; the
-            # function itself implements every call the gateway makes.
-            said = error.details() or "no details"
+        said = error.details() or "no details"
+        # An ingress answers a host it has no route for with 404, which gRPC reads as UNIMPLEMENTED; a function
+        # says UNIMPLEMENTED itself only for an RPC its version does not serve (grpc_service's message).
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED and "is not served by the edgeinfer" not in said:
             return BackendError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"{route.description} has no route for model '{route.model}' (UNIMPLEMENTED: {said}): is it "
@@ -114,6 +114,9 @@ class KnativeBackend:
 
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
         return await self._call(model, timeout, lambda e, t: e.model_metadata(model, version, t))
+
+    async def model_config(self, model: str, version: str, timeout: float) -> pb.ModelConfigResponse:
+        return await self._call(model, timeout, lambda e, t: e.model_config(model, version, t))
 
     async def model_ready(self, model: str, version: str, timeout: float) -> bool:
         # No probe: the gateway asks every second, and a probe would keep a scaled-to-zero Service awake.

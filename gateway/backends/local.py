@@ -30,6 +30,7 @@ from edgeinfer.children import die_with_parent
 from edgeinfer.functions import repository
 from edgeinfer.functions.config import Autoscaling
 from edgeinfer.functions.metadata import metadata_from_files
+from edgeinfer.functions.model_config import model_config_from_files
 from edgeinfer.gateway.autoscaler import KPA, Decision
 from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc, request_arrival
 from edgeinfer.gateway.backends.retry import call_with_retry, time_left
@@ -478,6 +479,7 @@ class LocalBackend:
         }
         self._overrides = dict(overrides or {})
         self.pools: dict[str, ModelPool] = {}
+        self._configs: dict[str, pb.ModelConfigResponse] = {}
 
     async def start(self) -> None:
         for entry in repository.scan(self._repo):
@@ -500,6 +502,7 @@ class LocalBackend:
                 **self._options,  # type: ignore[arg-type]
             )
             self.pools[entry.name] = pool
+            self._configs[entry.name] = pb.ModelConfigResponse(config=model_config_from_files(entry))
             await pool.start()
 
     def _pool(self, model: str) -> ModelPool:
@@ -527,6 +530,11 @@ class LocalBackend:
             )
         # Read from the model's files: validating a request never wakes a model scaled to zero.
         return pool.metadata
+
+    async def model_config(self, model: str, version: str, timeout: float) -> pb.ModelConfigResponse:
+        await self.model_metadata(model, version, timeout)  # the same checks of model and version
+        # From the files too (read at start): a client asking for the config never wakes an instance.
+        return self._configs[model]
 
     async def model_ready(self, model: str, version: str, timeout: float) -> bool:
         # Ready once the initial scale was reached (as a Knative revision); later, even at zero, a model is

@@ -70,6 +70,9 @@ class StaticBackend:
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
         return await self._with_retry(model, timeout, lambda e, t: e.model_metadata(model, version, t))
 
+    async def model_config(self, model: str, version: str, timeout: float) -> pb.ModelConfigResponse:
+        return await self._with_retry(model, timeout, lambda e, t: e.model_config(model, version, t))
+
     async def model_ready(self, model: str, version: str, timeout: float) -> bool:
         try:
             return await self._with_retry(model, timeout, lambda e, t: e.model_ready(model, version, t))

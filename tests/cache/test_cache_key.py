@@ -173,3 +173,32 @@ def test_uncacheable_requests() -> None:
     shm = build_request("m", x)
     shm.inputs[0].parameters["shared_memory_region"].string_param = "r0"
     assert uncacheable_reason(shm) is not None
+
+
+def test_classification_and_other_output_parameters_change_the_key() -> None:
+    """The classification extension (class_count in tritonclient) turns an output into top-k strings: its count,
+    and which output it applies to, are part of the key, as is any output parameter that is not framing."""
+    x = {"x": np.arange(3, dtype=np.float32)}
+
+    def classified(counts: dict[str, int], extra: dict[str, str] | None = None) -> pb.ModelInferRequest:
+        request = build_request("m", x, outputs=["a", "b"])
+        for out in request.outputs:
+            if out.name in counts:
+                out.parameters["classification"].int64_param = counts[out.name]
+            for name, value in (extra or {}).items():
+                out.parameters[name].string_param = value
+        return request
+
+    keys = [
+        key_of(classified({})),
+        key_of(classified({"a": 2})),
+        key_of(classified({"a": 3})),
+        key_of(classified({"b": 2})),
+        key_of(classified({"a": 2, "b": 2})),
+        key_of(classified({}, {"label_set": "en"})),
+    ]
+    assert len(set(keys)) == len(keys)
+    # Same classification, sent again or with binary_data framing: the same key, so it is served from the cache.
+    framed = classified({"a": 2})
+    framed.outputs[0].parameters["binary_data"].bool_param = False
+    assert key_of(framed) == key_of(classified({"a": 2})) == keys[1]
