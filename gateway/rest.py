@@ -1,4 +1,9 @@
-"""REST v2 front (Open Inference Protocol over HTTP/JSON) on aiohttp, and the admin front.
+"""REST v2 front (Triton's HTTP/REST API: the Open Inference Protocol with Triton's extensions) on aiohttp, and
+the admin front.
+
+The REST front speaks what tritonclient.http and the KServe SDK send: JSON or binary tensors (rest_binary.py),
+compressed bodies, Triton's routes for configuration, statistics, the repository, system shared memory, and trace
+and log settings, with Triton's JSON shapes (rest_json.py).
 
 Both map errors to JSON replies in one middleware (`json_errors`), and each is a front: it owns its port from
 start() to stop().
@@ -6,29 +11,56 @@ start() to stop().
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeinfer.gateway.dataplane import DEFAULT_TENANT, GatewayDataPlane
+from edgeinfer.gateway.rest_binary import (
+    BINARY_CONTENT_TYPE,
+    INFERENCE_HEADER,
+    BinarySection,
+    BodyTooLarge,
+    compress,
+    decode_body,
+    reply_encoding,
+    split_body,
+)
+from edgeinfer.gateway.rest_json import (
+    brief,
+    metadata_to_json,
+    model_config_json,
+    optional_json_object,
+    parse_json_body,
+    reply_body,
+    repository_index_json,
+    request_from_json,
+    statistics_json,
+)
 from edgeinfer.gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from edgeinfer.protocol import open_inference_pb2 as pb
-from edgeinfer.protocol.datatypes import NUMPY_DTYPES
-from edgeinfer.protocol.errors import InferenceError, InvalidArgument
-from edgeinfer.protocol.tensors import Array, build_request, element_count, output_arrays, shape_text
+from edgeinfer.protocol.errors import InferenceError, InvalidArgument, Unimplemented
+from edgeinfer.protocol.shared_memory import SystemSharedMemory, regions_json
+from edgeinfer.runtime_settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
 REGION_HEADER = "x-edgeinfer-region"
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 CACHE_HEADER = "x-edgeinfer-cache"
+# Request bodies are decoded by the front itself (rest_binary.decode_body), not by aiohttp: these, as tritonclient
+# sends them.
+REQUEST_ENCODINGS = frozenset(("identity", "", "gzip", "deflate"))
+# Bodies above this are decompressed on a worker thread, off the event loop.
+_DECODE_INLINE_MAX_BYTES = 256 * 1024
 
 
 def json_errors(headers: Mapping[str, str] | None = None) -> Middleware:
@@ -48,6 +80,11 @@ def json_errors(headers: Mapping[str, str] | None = None) -> Middleware:
             return web.json_response({"error": f"request body is too large: {exc.text}"}, status=413, headers=headers)
         except web.HTTPException as exc:
             return web.json_response({"error": exc.text or exc.reason}, status=exc.status, headers=headers)
+        except (HttpProcessingError, RequestPayloadError) as exc:  # a body aiohttp cannot decode (gzip that lies)
+            cause = exc if isinstance(exc, HttpProcessingError) else exc.__cause__
+            detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+            message = f"request body cannot be read: {detail.strip()}"
+            return web.json_response({"error": message}, status=400, headers=headers)
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return web.json_response({"error": "internal error; see the gateway's log"}, status=500, headers=headers)
@@ -87,154 +124,15 @@ class HttpFront:
             self._runner = None
 
 
-def _parameter(value: Any) -> pb.InferParameter:
-    param = pb.InferParameter()
-    if isinstance(value, bool):
-        param.bool_param = value
-    elif isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidArgument(f"parameter value {value} is outside the int64 range")
-        param.int64_param = value
-    elif isinstance(value, float):
-        param.double_param = value
-    elif isinstance(value, str):
-        param.string_param = value
-    else:
-        raise InvalidArgument(f"parameter value {_brief(value)} must be a bool, integer, number or string")
-    return param
-
-
-def _brief(value: Any) -> str:
-    """A short repr of a client's value for an error message (never the whole of a large one)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _bytes_elements(name: str, data: Any) -> Array:
-    """BYTES data: (nested lists of) strings, each sent as its UTF-8 bytes."""
-    flat = np.array(data, dtype=np.object_).reshape(-1)
-    out = np.empty(flat.size, dtype=np.object_)
-    for i, item in enumerate(flat):
-        if not isinstance(item, str):
-            raise InvalidArgument(f"input '{name}': BYTES data must be strings, got {_brief(item)}")
-        out[i] = item.encode("utf-8", "surrogatepass")
-    return out
-
-
-def _parameter_value(param: pb.InferParameter) -> Any:
-    choice = param.WhichOneof("parameter_choice")
-    return getattr(param, choice) if choice else None
-
-
-def _tensor_from_json(tensor: Any) -> tuple[str, Array]:
-    if not isinstance(tensor, dict):
-        raise InvalidArgument("each input must be an object with name, shape, datatype and data")
-    name = tensor.get("name")
-    datatype = tensor.get("datatype")
-    shape = tensor.get("shape")
-    if not isinstance(name, str) or not name:
-        raise InvalidArgument("an input has no name")
-    if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
-        raise InvalidArgument(f"input '{name}': unknown datatype {_brief(datatype)}; one of {', '.join(NUMPY_DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise InvalidArgument(f"input '{name}': shape must be a list of non-negative integers")
-    expected = element_count(name, shape)  # refuses negative dimensions and sizes past MAX_ELEMENTS
-    data = tensor.get("data")
-    if data is None:
-        raise InvalidArgument(f"input '{name}': no data")
-    try:
-        bytes_data = datatype == "BYTES"
-        array = _bytes_elements(name, data) if bytes_data else np.asarray(data, dtype=NUMPY_DTYPES[datatype])
-        if array.size != expected:
-            raise InvalidArgument(
-                f"input '{name}': {array.size} values do not fill shape {shape_text(shape)} ({expected} values)"
-            )
-        return name, array.reshape(shape)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidArgument(f"input '{name}': data is not valid {datatype}: {exc}") from None
-
-
-def parse_json_body(data: bytes) -> Any:
-    """The request body as JSON; a body that is not UTF-8, not JSON, or nested past the parser's limit is a 400."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"request body is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidArgument("request body is nested too deeply to parse; tensors need at most a few levels") from None
-
-
-def request_from_json(model: str, version: str, body: Any) -> pb.ModelInferRequest:
-    if not isinstance(body, dict):
-        raise InvalidArgument("request body must be a JSON object")
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list):
-        raise InvalidArgument("request body needs an 'inputs' list")
-    arrays: dict[str, Array] = {}
-    for tensor in inputs:
-        name, array = _tensor_from_json(tensor)
-        if name in arrays:
-            raise InvalidArgument(f"input '{name}' appears more than once")
-        arrays[name] = array
-    request_id = body.get("id", "")
-    if not isinstance(request_id, str):
-        raise InvalidArgument(f"'id' must be a string, got {_brief(request_id)}")
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidArgument("'parameters' must be an object of name: value")
-    outputs = body.get("outputs") or []
-    if not isinstance(outputs, list):
-        raise InvalidArgument("'outputs' must be a list of objects with a name")
-    # Datatypes and shapes are checked against the model's metadata downstream.
-    request = build_request(model, arrays, version=version, request_id=request_id, raw=True)
-    for key, value in parameters.items():
-        request.parameters[key].CopyFrom(_parameter(value))
-    for output in outputs:
-        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
-            raise InvalidArgument("each requested output must be an object with a name")
-        request.outputs.add(name=output["name"])
-    return request
-
-
-def response_to_json(payload: bytes) -> dict[str, Any]:
-    reply = pb.ModelInferResponse.FromString(payload)
-    arrays = output_arrays(reply)
-    outputs = []
-    for tensor in reply.outputs:
-        array = arrays[tensor.name]
-        if tensor.datatype == "BYTES":
-            data: list[Any] = [bytes(b).decode("utf-8", "replace") for b in array.reshape(-1).tolist()]
-        else:
-            data = array.reshape(-1).tolist()
-        outputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "data": data})
-    return {
-        "model_name": reply.model_name,
-        "model_version": reply.model_version,
-        "id": reply.id,
-        "parameters": {k: _parameter_value(v) for k, v in reply.parameters.items()},
-        "outputs": outputs,
-    }
-
-
-def metadata_to_json(metadata: pb.ModelMetadataResponse) -> dict[str, Any]:
-    def tensors(items: Any) -> list[dict[str, Any]]:
-        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
-
-    return {
-        "name": metadata.name,
-        "versions": list(metadata.versions),
-        "platform": metadata.platform,
-        "inputs": tensors(metadata.inputs),
-        "outputs": tensors(metadata.outputs),
-        "properties": {k: _parameter_value(v) for k, v in metadata.properties.items()},
-    }
+_MODEL = "/v2/models/{model}"
+_VERSIONED = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
+_SYSTEM = "/v2/systemsharedmemory"
+_CUDA = "/v2/cudasharedmemory"
 
 
 class RestFront(HttpFront):
+    """Triton's HTTP/REST API (KServe's v2 with Triton's extensions) over the gateway's data plane."""
+
     what = "REST front"
 
     def __init__(
@@ -247,28 +145,68 @@ class RestFront(HttpFront):
         host: str = "127.0.0.1",
         port: int = 0,
         tls: ssl.SSLContext | None = None,
+        shared_memory: SystemSharedMemory | None = None,
+        runtime_settings: RuntimeSettings | None = None,
     ) -> None:
-        """`middlewares` (e.g. authentication) run inside the error mapping, before the handlers."""
+        """`middlewares` (e.g. authentication) run inside the error mapping, before the handlers.
+
+        Without `shared_memory` (or `runtime_settings`) their routes, and inference naming a region, answer 501.
+        """
         self._dp = dataplane
         self._region = region
-        errors = json_errors({REGION_HEADER: region})
-        super().__init__(
-            web.Application(client_max_size=max_body_bytes, middlewares=[errors, *middlewares]), host, port, tls
+        self._headers = {REGION_HEADER: region}
+        self._shm = shared_memory
+        self._settings = runtime_settings
+        self._max_body_bytes = max_body_bytes
+        errors = json_errors(self._headers)
+        app = web.Application(
+            client_max_size=max_body_bytes,
+            middlewares=[errors, *middlewares],
+            handler_args={"auto_decompress": False},  # see _body
         )
+        super().__init__(app, host, port, tls)
         add = self.app.router.add_route
         add("GET", "/v2/health/live", self.live)
         add("GET", "/v2/health/ready", self.ready)
         add("GET", "/v2", self.server_metadata)
-        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        # Before /v2/models/{model}: a model named "stats" is shadowed, as in Triton.
+        add("GET", "/v2/models/stats", self.statistics)
+        for prefix in _VERSIONED:
             add("GET", prefix, self.model_metadata)
             add("GET", prefix + "/ready", self.model_ready)
             add("POST", prefix + "/infer", self.infer)
+            add("GET", prefix + "/config", self.model_config)
+            add("GET", prefix + "/stats", self.statistics)
+        add("POST", "/v2/repository/index", self.repository_index)
+        add("POST", "/v2/repository/models/{model}/load", self.load)
+        add("POST", "/v2/repository/models/{model}/unload", self.unload)
+        add("GET", _SYSTEM + "/status", self.region_status)
+        add("GET", _SYSTEM + "/region/{name}/status", self.region_status)
+        add("POST", _SYSTEM + "/region/{name}/register", self.register_region)
+        add("POST", _SYSTEM + "/unregister", self.unregister_region)
+        add("POST", _SYSTEM + "/region/{name}/unregister", self.unregister_region)
+        add("GET", _CUDA + "/status", self.cuda)
+        add("GET", _CUDA + "/region/{name}/status", self.cuda)
+        add("POST", _CUDA + "/region/{name}/register", self.cuda)
+        add("POST", _CUDA + "/unregister", self.cuda)
+        add("POST", _CUDA + "/region/{name}/unregister", self.cuda)
+        for path in ("/v2/trace/setting", _MODEL + "/trace/setting"):
+            add("GET", path, self.trace_setting)
+            add("POST", path, self.update_trace_setting)
+        add("GET", "/v2/logging", self.log_settings)
+        add("POST", "/v2/logging", self.update_log_settings)
 
     def _json(self, body: Any, status: int = 200, cache: str | None = None) -> web.Response:
-        headers = {REGION_HEADER: self._region}
+        headers = self._headers
         if cache is not None:
-            headers[CACHE_HEADER] = cache
+            headers = {**headers, CACHE_HEADER: cache}
         return web.json_response(body, status=status, headers=headers)
+
+    def _empty(self) -> web.Response:
+        """Triton's reply to a register, unregister, load or unload that worked: 200 and no body."""
+        return web.Response(status=200, content_type="application/json", headers=self._headers)
+
+    # -- health and metadata -----------------------------------------------------------------------------------
 
     async def live(self, request: web.Request) -> web.Response:
         return self._json({"live": True})
@@ -290,12 +228,141 @@ class RestFront(HttpFront):
         ready = await self._dp.model_ready(info["model"], info.get("version", ""))
         return self._json({"name": info["model"], "ready": ready}, status=200 if ready else 503)
 
+    async def model_config(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        reply = await self._dp.model_config(info["model"], info.get("version", ""))
+        return self._json(model_config_json(reply.config))
+
+    async def statistics(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        stats = self._dp.statistics(info.get("model", ""), info.get("version", ""))
+        return self._json(statistics_json(stats))
+
+    # -- inference ---------------------------------------------------------------------------------------------
+
     async def infer(self, request: web.Request) -> web.Response:
         info = request.match_info
-        body = parse_json_body(await request.read())
-        infer_request = request_from_json(info["model"], info.get("version", ""), body)
+        header_length = request.headers.get(INFERENCE_HEADER)
+        header, binary = split_body(await self._body(request), header_length)
+        body = parse_json_body(header)
+        section = BinarySection(binary, header_given=header_length is not None)
+        infer_request, form = request_from_json(info["model"], info.get("version", ""), body, section)
+        shm = self._require_shm("inference with tensors in shared memory") if form.uses_regions else None
+        # Inputs in regions are read into the request before the data plane, so its cache sees plain tensors.
+        placement = shm.resolve(infer_request) if shm is not None else None
         outcome = await self._dp.infer(infer_request, tenant=DEFAULT_TENANT)
-        return self._json(response_to_json(outcome.payload), cache=outcome.cache)
+        reply = pb.ModelInferResponse.FromString(outcome.payload)
+        if shm is not None and placement is not None:
+            shm.place(reply, placement)
+        payload, json_length = reply_body(reply, form)
+        headers = {**self._headers, CACHE_HEADER: outcome.cache}
+        if json_length is None:
+            headers["Content-Type"] = "application/json"
+        else:
+            headers["Content-Type"] = BINARY_CONTENT_TYPE
+            headers[INFERENCE_HEADER] = str(json_length)
+        encoding = reply_encoding(request.headers.get("Accept-Encoding"))
+        if encoding is not None:
+            payload = await compress(payload, encoding)
+            headers["Content-Encoding"] = encoding
+        return web.Response(body=payload, headers=headers)
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body with its Content-Encoding undone, within the body limit: a corrupt or cut stream is a
+        400 naming the encoding, a bomb a 413, and the connection stays usable."""
+        sent = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if sent not in REQUEST_ENCODINGS:
+            raise InvalidArgument(f"Content-Encoding {sent[:40]!r} is not supported; send gzip, deflate or none")
+        body = await request.read()
+        if sent in ("identity", ""):
+            return body
+        try:
+            if len(body) <= _DECODE_INLINE_MAX_BYTES:
+                return decode_body(body, sent, self._max_body_bytes)
+            return await asyncio.to_thread(decode_body, body, sent, self._max_body_bytes)
+        except BodyTooLarge as exc:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self._max_body_bytes, actual_size=self._max_body_bytes + 1, text=str(exc)
+            ) from None
+
+    # -- model repository --------------------------------------------------------------------------------------
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        body = optional_json_object(await self._body(request), "repository index request")
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidArgument(f"'ready' must be true or false, got {brief(ready)}")
+        index = await self._dp.repository_index(ready)
+        return self._json(repository_index_json(index))
+
+    async def load(self, request: web.Request) -> web.Response:
+        self._dp.refuse_repository_change("load", request.match_info["model"])
+
+    async def unload(self, request: web.Request) -> web.Response:
+        self._dp.refuse_repository_change("unload", request.match_info["model"])
+
+    # -- shared memory -----------------------------------------------------------------------------------------
+
+    def _require_shm(self, what: str) -> SystemSharedMemory:
+        if self._shm is None:
+            raise Unimplemented(f"{what} is not enabled on this gateway: it was started without system shared memory")
+        return self._shm
+
+    async def region_status(self, request: web.Request) -> web.Response:
+        shm = self._require_shm("system shared memory")
+        return self._json(regions_json(shm.status(request.match_info.get("name", ""))))
+
+    async def register_region(self, request: web.Request) -> web.Response:
+        shm = self._require_shm("system shared memory")
+        name = request.match_info["name"]
+        body = optional_json_object(await self._body(request), "shared memory register request")
+        key = body.get("key")
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument(f"registering region '{name}': 'key' must name the shared-memory object")
+        offset = body.get("offset", 0)
+        byte_size = body.get("byte_size")
+        for field, value in (("offset", offset), ("byte_size", byte_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidArgument(
+                    f"registering region '{name}': '{field}' must be a non-negative integer, got {brief(value)}"
+                )
+        assert isinstance(byte_size, int)
+        shm.register(name, key, offset, byte_size)
+        return self._empty()
+
+    async def unregister_region(self, request: web.Request) -> web.Response:
+        self._require_shm("system shared memory").unregister(request.match_info.get("name", ""))
+        return self._empty()
+
+    async def cuda(self, request: web.Request) -> web.Response:
+        raise Unimplemented(
+            "CUDA shared memory is not served by the edgeinfer gateway (no GPU build); "
+            "use system shared memory (/v2/systemsharedmemory) instead"
+        )
+
+    # -- trace and log settings --------------------------------------------------------------------------------
+
+    def _require_settings(self, what: str) -> RuntimeSettings:
+        if self._settings is None:
+            raise Unimplemented(f"{what} cannot be read or changed on this gateway: it has no runtime settings")
+        return self._settings
+
+    async def trace_setting(self, request: web.Request) -> web.Response:
+        settings = self._require_settings("trace settings")
+        return self._json(settings.trace_json(request.match_info.get("model", "")))
+
+    async def update_trace_setting(self, request: web.Request) -> web.Response:
+        settings = self._require_settings("trace settings")
+        body = optional_json_object(await self._body(request), "trace setting request")
+        return self._json(settings.update_trace_json(body, request.match_info.get("model", "")))
+
+    async def log_settings(self, request: web.Request) -> web.Response:
+        return self._json(self._require_settings("log settings").log_json())
+
+    async def update_log_settings(self, request: web.Request) -> web.Response:
+        settings = self._require_settings("log settings")
+        body = optional_json_object(await self._body(request), "log settings request")
+        return self._json(settings.update_log_json(body))
 
 
 class AdminFront(HttpFront):
