@@ -71,6 +71,26 @@ def test_grpc_hostile_input(target: Target, case: str) -> None:
     target.assert_clean_log()
 
 
+@pytest.mark.parametrize("method", sorted(hostile.RPC_CASES))
+def test_other_rpcs_hostile_input(target: Target, method: str) -> None:
+    """Config, statistics, repository, shared memory, trace and log settings: each hostile request handled (an
+    UNIMPLEMENTED RPC counts), the function up and serving after it."""
+    call = hostile.unary(target.channel, method)
+
+    @hostile.fuzz_settings(method)
+    @given(hostile.RPC_CASES[method])
+    def run(example: hostile.Hostile) -> None:
+        code, message = hostile.answer(call, example.payload)
+        hostile.TALLY.add("function gRPC", method, code)
+        hostile.judge(code, message, example.answers, hostile.OK)
+        assert target.proc.popen.poll() is None, f"the function died on {example}:\n{target.proc.output()[-3000:]}"
+        hostile.reset_settings(target.channel)
+        hostile.assert_good_request_served(target.call)
+
+    run()
+    target.assert_clean_log()
+
+
 def _stream(target: Target, payload: bytes) -> tuple[list[pb.ModelStreamInferResponse], grpc.StatusCode, str]:
     """`payload`, then a good request, on one ModelStreamInfer: the replies before the stream ended, and its status."""
     stream = target.channel.stream_stream(STREAM_METHOD, request_serializer=None, response_deserializer=None)
