@@ -49,7 +49,7 @@ from edgeinfer.gateway.rest_json import (
 from edgeinfer.gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import InferenceError, InvalidArgument, Unimplemented
-from edgeinfer.protocol.shared_memory import SystemSharedMemory, regions_json
+from edgeinfer.protocol.shared_memory import SystemSharedMemory, cuda_status, regions_json
 from edgeinfer.runtime_settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -185,11 +185,11 @@ class RestFront(HttpFront):
         add("POST", _SYSTEM + "/region/{name}/register", self.register_region)
         add("POST", _SYSTEM + "/unregister", self.unregister_region)
         add("POST", _SYSTEM + "/region/{name}/unregister", self.unregister_region)
-        add("GET", _CUDA + "/status", self.cuda)
-        add("GET", _CUDA + "/region/{name}/status", self.cuda)
-        add("POST", _CUDA + "/region/{name}/register", self.cuda)
-        add("POST", _CUDA + "/unregister", self.cuda)
-        add("POST", _CUDA + "/region/{name}/unregister", self.cuda)
+        add("GET", _CUDA + "/status", self.cuda_status)
+        add("GET", _CUDA + "/region/{name}/status", self.cuda_status)
+        add("POST", _CUDA + "/region/{name}/register", self.cuda_register)
+        add("POST", _CUDA + "/unregister", self.cuda_unregister)
+        add("POST", _CUDA + "/region/{name}/unregister", self.cuda_unregister)
         for path in ("/v2/trace/setting", _MODEL + "/trace/setting"):
             add("GET", path, self.trace_setting)
             add("POST", path, self.update_trace_setting)
@@ -334,11 +334,18 @@ class RestFront(HttpFront):
         self._require_shm("system shared memory").unregister(request.match_info.get("name", ""))
         return self._empty()
 
-    async def cuda(self, request: web.Request) -> web.Response:
+    # As a CPU build of Triton: registering a CUDA region is refused; the status and unregistering of none succeed.
+    async def cuda_register(self, request: web.Request) -> web.Response:
         raise Unimplemented(
             "CUDA shared memory is not served by the edgeinfer gateway (no GPU build); "
             "use system shared memory (/v2/systemsharedmemory) instead"
         )
+
+    async def cuda_status(self, request: web.Request) -> web.Response:
+        return self._json(cuda_status(request.match_info.get("name", "")))
+
+    async def cuda_unregister(self, request: web.Request) -> web.Response:
+        return self._empty()
 
     # -- trace and log settings --------------------------------------------------------------------------------
 

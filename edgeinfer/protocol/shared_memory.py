@@ -427,10 +427,13 @@ class SharedMemoryRPCs:
         self._shm.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
+    # As a CPU build of Triton answers: no CUDA region can exist, so registering one is refused, and the status and
+    # unregistering of none succeed (perf_analyzer's clean-up unregisters CUDA regions too, and reports a failure).
     async def CudaSharedMemoryStatus(
         self, request: pb.CudaSharedMemoryStatusRequest, context: Any
     ) -> pb.CudaSharedMemoryStatusResponse:
-        raise Unimplemented(CUDA_UNIMPLEMENTED)
+        cuda_status(request.name)
+        return pb.CudaSharedMemoryStatusResponse()
 
     async def CudaSharedMemoryRegister(
         self, request: pb.CudaSharedMemoryRegisterRequest, context: Any
@@ -440,4 +443,11 @@ class SharedMemoryRPCs:
     async def CudaSharedMemoryUnregister(
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: Any
     ) -> pb.CudaSharedMemoryUnregisterResponse:
-        raise Unimplemented(CUDA_UNIMPLEMENTED)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+
+def cuda_status(name: str) -> list[dict[str, Any]]:
+    """The CUDA regions named (none can be registered here): [] for all, RegionNotFound for a name."""
+    if name:
+        raise RegionNotFound(f"no CUDA shared memory region '{name}': {CUDA_UNIMPLEMENTED}")
+    return []

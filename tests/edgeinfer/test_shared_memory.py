@@ -180,15 +180,19 @@ async def test_bad_registrations_are_invalid_argument_naming_the_region(
 
 
 @pytest.mark.asyncio
-async def test_cuda_shared_memory_is_unimplemented_naming_system_shared_memory(
+async def test_cuda_shared_memory_answers_as_a_cpu_build_of_triton(
     client: grpcclient.InferenceServerClient,
 ) -> None:
+    """Registering is UNIMPLEMENTED naming system shared memory; no region can exist, so the status of all is empty,
+    a named one is NOT_FOUND, and unregistering succeeds (perf_analyzer's clean-up calls it)."""
     unimplemented = grpc.StatusCode.UNIMPLEMENTED
-    await expect(unimplemented, client.get_cuda_shared_memory_status(), CUDA_UNIMPLEMENTED)
     await expect(
         unimplemented, client.register_cuda_shared_memory("c", b"\0" * 64, 0, 16), "SystemSharedMemoryRegister"
     )
-    await expect(unimplemented, client.unregister_cuda_shared_memory("c"), "system shared memory")
+    assert not (await client.get_cuda_shared_memory_status()).regions
+    await expect(grpc.StatusCode.NOT_FOUND, client.get_cuda_shared_memory_status("c"), CUDA_UNIMPLEMENTED)
+    await client.unregister_cuda_shared_memory("c")
+    await client.unregister_cuda_shared_memory()
 
 
 # -- inference ------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_rest_refusals_and_bad_binary_bodies_map_through_the_same_middleware() -
                 ("GET", "/v2/systemsharedmemory/status", "without system shared memory"),
                 ("GET", "/v2/trace/setting", "no runtime settings"),
                 ("POST", "/v2/logging", "no runtime settings"),
-                ("GET", "/v2/cudasharedmemory/status", "use system shared memory"),
+                ("POST", "/v2/cudasharedmemory/region/r/register", "use system shared memory"),
             ):
                 async with http.request(method, f"{base}{path}", data=b"{}") as reply:
                     assert reply.status == 501 and reply.headers[REGION_HEADER] == "us-east", path

@@ -348,11 +348,18 @@ def test_system_shared_memory(client: httpclient.InferenceServerClient, onnx: Or
     assert caught.value.status() == "404"
 
 
-def test_cuda_shared_memory_is_refused(client: httpclient.InferenceServerClient) -> None:
-    for call in (client.get_cuda_shared_memory_status, client.unregister_cuda_shared_memory):
-        with pytest.raises(InferenceServerException) as caught:
-            call()
-        assert caught.value.status() == "501" and "system shared memory" in caught.value.message()
+def test_cuda_shared_memory_answers_as_a_cpu_build_of_triton(client: httpclient.InferenceServerClient) -> None:
+    """Registering is refused (501, naming system shared memory); the status and unregistering of no regions
+    succeed, so clients that clean up CUDA regions too (perf_analyzer) see no error."""
+    with pytest.raises(InferenceServerException) as caught:
+        client.register_cuda_shared_memory("c", b"\0" * 64, 0, 16)
+    assert caught.value.status() == "501" and "system shared memory" in caught.value.message()
+    assert client.get_cuda_shared_memory_status() == []
+    client.unregister_cuda_shared_memory()
+    client.unregister_cuda_shared_memory("c")
+    with pytest.raises(InferenceServerException) as missing:
+        client.get_cuda_shared_memory_status("c")
+    assert missing.value.status() == "404" and "no CUDA shared memory region 'c'" in missing.value.message()
 
 
 def test_trace_and_log_settings(client: httpclient.InferenceServerClient) -> None:

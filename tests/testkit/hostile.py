@@ -1402,7 +1402,8 @@ def shm_key_nul(draw: st.DrawFn) -> HostileCall:
 
 @st.composite
 def cuda_shared_memory(draw: st.DrawFn) -> HostileCall:
-    """Every CUDA shared-memory route with any name and body: 501 naming system shared memory."""
+    """Every CUDA shared-memory route with any name and body: registering is 501 naming system shared memory; the
+    status of a name is 404 (none can exist), of all an empty list; unregistering succeeds (a CPU build of Triton)."""
     name = _quote(draw(_region_names))
     method, path = draw(
         st.sampled_from(
@@ -1417,7 +1418,12 @@ def cuda_shared_memory(draw: st.DrawFn) -> HostileCall:
     )
     keys = st.sampled_from(["raw_handle", "device_id", "byte_size"]) | st.text(max_size=8)
     body = _hostile_json_body(draw, keys, json_values) if method == "POST" else b""
-    return HostileCall("CUDA shared memory", method, path, body, {501: ("system shared memory",)})
+    answers: BodyAnswers = {501: ("system shared memory",)}
+    if path.endswith("/unregister") or path == "/v2/cudasharedmemory/status":
+        answers = {200: ()}
+    elif path.endswith("/status"):
+        answers = {404: ("no CUDA shared memory region",)}
+    return HostileCall("CUDA shared memory", method, path, body, answers)
 
 
 _setting_values = json_values | _texts | st.lists(_texts, max_size=3)
