@@ -516,7 +516,7 @@ class DataPlane:
             served = self._models.get(name, {})
             states = self._states.get(name, {})
             versions = dict.fromkeys([*listing.get(name, ()), *served, *states])
-            for version in sorted(versions, key=_version_key):
+            for version in sorted(versions, key=repository.version_key):
                 if version in served:
                     state, reason = READY, ""
                 else:
@@ -588,10 +588,6 @@ class DataPlane:
                 f"model '{model.name}': no result within {budget * 1000:.0f} ms "
                 f"({served.batcher.queued} requests queued)"
             ) from None
-
-
-def _version_key(label: str) -> tuple[int, int | str]:
-    return (0, int(label)) if label.isdigit() else (1, label)
 
 
 def _fingerprint(model_dir: Path) -> tuple[object, ...]:

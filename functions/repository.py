@@ -27,7 +27,8 @@ class ModelEntry:
         return next(reversed(self.versions))
 
 
-def _version_key(label: str) -> tuple[int, int | str]:
+def version_key(label: str) -> tuple[int, int | str]:
+    """The order of version labels: numbers numerically, then other labels by name (Triton's "latest")."""
     return (0, int(label)) if label.isdigit() else (1, label)
 
 
@@ -35,7 +36,7 @@ def versions_of(model_dir: Path) -> list[str]:
     """The version labels of a model directory that hold a model file, lowest first."""
     if not model_dir.is_dir():
         return []
-    return sorted((v.name for v in model_dir.iterdir() if (v / MODEL_FILE).is_file()), key=_version_key)
+    return sorted((v.name for v in model_dir.iterdir() if (v / MODEL_FILE).is_file()), key=version_key)
 
 
 def listing(root: Path) -> dict[str, list[str]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from edgeinfer.functions.repository import version_key
 from edgeinfer.protocol import open_inference_pb2 as pb
 
 
@@ -113,10 +114,6 @@ class ModelCounters:
 _EMPTY = ModelCounters()  # what a version with no requests reports; never written to
 
 
-def _version_order(version: str) -> tuple[int, int | str]:
-    return (0, int(version)) if version.isdigit() else (1, version)
-
-
 class GatewayStatistics:
     """ModelCounters per (model, version). Only the data plane creates entries, for models it routes and
     versions their functions report, so the table is bounded by what the gateway serves."""
@@ -141,6 +138,5 @@ class GatewayStatistics:
         """One entry per version, in version order; versions with no requests report zeros."""
         counted = self._models.get(model, {})
         return [
-            counted.get(version, _EMPTY).to_proto(model, version)
-            for version in sorted(set(versions), key=_version_order)
+            counted.get(version, _EMPTY).to_proto(model, version) for version in sorted(set(versions), key=version_key)
         ]
