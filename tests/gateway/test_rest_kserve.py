@@ -59,35 +59,18 @@ async def main():
     results = {}
     rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30, retries=1))
     try:
-        url = args["rest"]
-        headers = {}
-        response = await rest.infer(
-            url, request("fraud", "features", "FP32", x, False), model_name="fraud", response_headers=headers
-        )
-        results["rest_json"] = listed(response, headers)
         binary_out = [RequestedOutput("probabilities", parameters={"binary_data": True})]
-        headers = {}
-        response = await rest.infer(
-            url, request("fraud", "features", "FP32", x, True, outputs=binary_out), model_name="fraud",
-            response_headers=headers,
-        )
-        results["rest_binary"] = listed(response, headers)
-        headers = {}
-        response = await rest.infer(
-            url,
-            request("fraud", "features", "FP32", x, True, parameters={"binary_data_output": True}),
-            model_name="fraud",
-            response_headers=headers,
-        )
-        results["rest_binary_output"] = listed(response, headers)
-        headers = {}
-        response = await rest.infer(
-            url,
-            request("echo_text", "text", "BYTES", texts, True, parameters={"binary_data_output": True}),
-            model_name="echo_text",
-            response_headers=headers,
-        )
-        results["rest_bytes"] = listed(response, headers)
+        binary_output = {"binary_data_output": True}
+        calls = {
+            "rest_json": ("fraud", request("fraud", "features", "FP32", x, False)),
+            "rest_binary": ("fraud", request("fraud", "features", "FP32", x, True, outputs=binary_out)),
+            "rest_binary_output": ("fraud", request("fraud", "features", "FP32", x, True, parameters=binary_output)),
+            "rest_bytes": ("echo_text", request("echo_text", "text", "BYTES", texts, True, parameters=binary_output)),
+        }
+        for key, (model, infer_request) in calls.items():
+            headers: dict[str, str] = {}
+            response = await rest.infer(args["rest"], infer_request, model_name=model, response_headers=headers)
+            results[key] = listed(response, headers)
     finally:
         await rest.close()
     grpc_client = InferenceGRPCClient(args["grpc"], timeout=30)
