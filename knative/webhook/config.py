@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edgeinfer.knative.webhook import quantity, strconv
 from edgeinfer.knative.webhook.go import Duration, DurationError, parse_duration, seconds
 
 # --- config-features ------------------------------------------------------------------------------------
@@ -147,19 +148,25 @@ def _parse_bool(key: str, raw: str) -> bool:
 
 
 def _parse_int(key: str, raw: str, bits: int) -> int:
-    if not re.fullmatch(r"[+-]?[0-9]+", raw):
-        raise ConfigError(f'failed to parse "{key}": strconv.ParseInt: parsing "{raw}": invalid syntax')
-    value = int(raw)
-    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-        raise ConfigError(f'failed to parse "{key}": strconv.ParseInt: parsing "{raw}": value out of range')
-    return value
+    try:
+        return strconv.parse_int(raw, bits)
+    except strconv.NumError as error:
+        raise ConfigError(f'failed to parse "{key}": {error}') from None
 
 
 def _parse_float(key: str, raw: str) -> float:
     try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f'failed to parse "{key}": strconv.ParseFloat: parsing "{raw}": invalid syntax') from None
+        return strconv.parse_float(raw)
+    except strconv.NumError as error:
+        raise ConfigError(f'failed to parse "{key}": {error}') from None
+
+
+def _parse_quantity(key: str, raw: str) -> str:
+    """cm.AsQuantity: refused as ParseQuantity refuses it; kept as Go writes it back (its String())."""
+    try:
+        return str(quantity.parse_quantity(raw))
+    except quantity.QuantityError as error:
+        raise ConfigError(f'failed to parse "{key}": {error}') from None
 
 
 def _parse_duration(key: str, raw: str) -> Duration:
@@ -216,7 +223,7 @@ class Defaults:
     container_concurrency_max_limit: int = DEFAULT_MAX_REVISION_CONTAINER_CONCURRENCY
     allow_container_concurrency_zero: bool = DEFAULT_ALLOW_CONTAINER_CONCURRENCY_ZERO
     enable_service_links: bool | None = False
-    # resource.Quantity values as written in the ConfigMap (None: not set).
+    # resource.Quantity values, as Go writes them back (None: not set).
     revision_cpu_request: str | None = None
     revision_cpu_limit: str | None = None
     revision_memory_request: str | None = None
@@ -266,7 +273,7 @@ class Defaults:
             "revision-ephemeral-storage-limit",
         ):
             if key in data:
-                values[key.replace("-", "_")] = data[key]
+                values[key.replace("-", "_")] = _parse_quantity(key, data[key])
         result = replace(cls(), **values)
         start = result.revision_timeout_seconds
         if "revision-response-start-timeout-seconds" in data:

@@ -35,6 +35,7 @@ class Context:
     in_sidecar_container: bool = False
     in_init_container: bool = False
     default_configuration_name: bool = False
+    previous_configuration_spec: Mapping[str, Any] | None = None  # v1's WithPreviousConfigurationSpec
 
     # --- config.FromContextOrDefaults and config.ToContext ----------------------------------------------
     @property
@@ -119,3 +120,6 @@ class Context:
 
     def with_default_configuration_name(self) -> Context:
         return replace(self, default_configuration_name=True)
+
+    def with_previous_configuration_spec(self, spec: Mapping[str, Any] | None) -> Context:
+        return replace(self, previous_configuration_spec=spec)
