@@ -8,7 +8,7 @@ test tables in tests/knative/webhook/ are Knative's own, case by case.
 - go.py, strconv.py: Go's formatting of values and time.Duration, and strconv's parsing, which messages embed.
 - config.py: the config-features, config-defaults and config-autoscaler ConfigMaps.
 - context.py: what Go carries in context.Context (the configs, create or update, the parent, the container kind).
-- fieldmask.py: apis.CheckDisallowedFields over a manifest's maps.
+- fieldmask.py, values.py: apis.CheckDisallowedFields over a manifest's maps; its values as Go's decoder reads them.
 - k8s_names.py, quantity.py, image_reference.py: Kubernetes' name checks, resource.Quantity, and
   go-containerregistry's image reference parsing.
 - kmp.py, go_types.py: knative.dev/pkg/kmp's diff text, with the Go field names and order it prints.
@@ -16,3 +16,4 @@ test tables in tests/knative/webhook/ are Knative's own, case by case.
 - metadata.py, autoscaling.py: metadata_validation.go and annotation_validation.go.
 - k8s_pod.py, k8s_container.py: k8s_validation.go and fieldmask.go, the pod and its containers.
 - revision.py, configuration.py, route.py, service.py: pkg/apis/serving/v1, Validate and SetDefaults of each.
+"""

@@ -19,11 +19,7 @@ from edgeinfer.knative.webhook.revision import (
     validate_revision_template_spec,
     verify_name_change,
 )
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    """A Go struct field read from a manifest: a missing or mistyped one is the zero value."""
-    return value if isinstance(value, Mapping) else {}
+from edgeinfer.knative.webhook.values import as_map as _dict
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -30,6 +30,11 @@ from edgeinfer.knative.webhook.field_error import (
 from edgeinfer.knative.webhook.fieldmask import check_disallowed_fields, disallowed_fields
 from edgeinfer.knative.webhook.go import quote
 from edgeinfer.knative.webhook.image_reference import BadNameError, parse_reference
+from edgeinfer.knative.webhook.values import as_int_or_zero as _int
+from edgeinfer.knative.webhook.values import as_list as _list
+from edgeinfer.knative.webhook.values import as_map as _map
+from edgeinfer.knative.webhook.values import as_str as _str
+from edgeinfer.knative.webhook.values import is_present as _present
 
 # --- constants ----------------------------------------------------------------------------------------------
 
@@ -208,27 +213,6 @@ def capabilities_mask(ctx: Context, cap: Mapping[str, Any]) -> frozenset[str]:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _present(obj: Mapping[str, Any], key: str) -> bool:
-    """A Go pointer field is non-nil."""
-    return obj.get(key) is not None
 
 
 def _check_inline(

@@ -44,6 +44,11 @@ from edgeinfer.knative.webhook.k8s_names import (
     is_qualified_name,
 )
 from edgeinfer.knative.webhook.quantity import QuantityError, int_value, parse_json_quantity
+from edgeinfer.knative.webhook.values import as_int as _int
+from edgeinfer.knative.webhook.values import as_list as _list
+from edgeinfer.knative.webhook.values import as_map as _map
+from edgeinfer.knative.webhook.values import as_str as _str
+from edgeinfer.knative.webhook.values import is_present as _present
 
 MIN_USER_ID, MAX_USER_ID = 0, 2**31 - 1
 MIN_GROUP_ID, MAX_GROUP_ID = 0, 2**31 - 1
@@ -152,27 +157,6 @@ DOWNWARD_API_VOLUME_FILE_POINTERS = frozenset({"fieldRef", "resourceFieldRef", "
 
 
 # --- reading a manifest's values as Go's decoded struct would hold them ----------------------------------
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _present(obj: Mapping[str, Any], key: str) -> bool:
-    """A Go pointer field that is not nil."""
-    return obj.get(key) is not None
 
 
 def _enabled_or_bounded(features: Features) -> bool:

@@ -49,23 +49,12 @@ from edgeinfer.knative.webhook.kmp import short_diff
 from edgeinfer.knative.webhook.metadata import validate_container_concurrency, validate_object_metadata
 from edgeinfer.knative.webhook.quantity import QuantityError, parse_quantity
 from edgeinfer.knative.webhook.strconv import NumError, parse_float
+from edgeinfer.knative.webhook.values import as_int as _int
+from edgeinfer.knative.webhook.values import as_map as _map
+from edgeinfer.knative.webhook.values import as_str as _str
 
 # The RevisionSpec's own fields; the rest of its map is the inlined PodSpec.
 REVISION_SPEC_FIELDS = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    """A Go struct field read from a manifest: a missing or mistyped one is the zero value."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _int(value: Any) -> int | None:
-    """An *int64 field: None when unset (or of a type the CRD schema refuses)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def pod_spec_of(rs: Mapping[str, Any]) -> dict[str, Any]:

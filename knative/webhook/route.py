@@ -34,11 +34,8 @@ from edgeinfer.knative.webhook.metadata import (
     validate_object_metadata,
     validate_rollout_duration_annotation,
 )
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """A struct field as Go sees it: a value of the wrong shape (the CRD schema refuses it) reads as zero."""
-    return value if isinstance(value, Mapping) else {}
+from edgeinfer.knative.webhook.values import as_list as _list
+from edgeinfer.knative.webhook.values import as_map as _mapping
 
 
 def _string(obj: Mapping[str, Any], key: str) -> str:
@@ -56,10 +53,6 @@ def _bool(obj: Mapping[str, Any], key: str) -> bool | None:
     """A *bool: None when unset."""
     value = obj.get(key)
     return value if isinstance(value, bool) else None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 # --- validation -----------------------------------------------------------------------------------------

@@ -27,11 +27,7 @@ from edgeinfer.knative.webhook.metadata import (
 )
 from edgeinfer.knative.webhook.revision import verify_name_change
 from edgeinfer.knative.webhook.route import set_route_spec_defaults, validate_route_spec
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """A struct field as Go sees it: a value of the wrong shape (the CRD schema refuses it) reads as zero."""
-    return value if isinstance(value, Mapping) else {}
+from edgeinfer.knative.webhook.values import as_map as _mapping
 
 
 def validate_service(ctx: Context, s: Mapping[str, Any]) -> FieldError:
