@@ -16,6 +16,7 @@ from typing import Any
 from edgeinfer import knative_names as n
 from edgeinfer.functions.config import Autoscaling
 from edgeinfer.knative import flags
+from edgeinfer.knative.webhook import config as kc
 from edgeinfer.version import __version__
 
 # What `docker build -f deploy/function.Dockerfile` is tagged in the docs.
@@ -142,13 +143,15 @@ def duration_text(seconds: float) -> str:
 def autoscaling_annotations(knobs: Autoscaling, metric: str = "concurrency") -> dict[str, str]:
     """Every per-revision autoscaling annotation, with the model's values (Knative's names)."""
     p = n.AUTOSCALING_PREFIX
+    # activation-scale only above 1: 1 is Knative's behaviour without it, and its webhook refuses an explicit 1.
+    activation = {f"{p}activation-scale": str(knobs.activation_scale)} if knobs.activation_scale > 1 else {}
     return {
         f"{p}class": KPA_CLASS,
         f"{p}metric": metric,
         f"{p}min-scale": str(knobs.min_scale),
         f"{p}max-scale": str(knobs.max_scale),
         f"{p}initial-scale": str(knobs.initial_scale),
-        f"{p}activation-scale": str(knobs.activation_scale),
+        **activation,
         f"{p}target": number_text(knobs.target),
         f"{p}target-utilization-percentage": number_text(knobs.target_utilization_percentage),
         f"{p}window": duration_text(knobs.window),
@@ -230,6 +233,13 @@ def build_service(model: str, region: str, options: ServiceOptions | None = None
         },
         "resources": resources,
         "volumeMounts": [{"name": ENGINE_CACHE_VOLUME, "mountPath": ENGINE_CACHE_PATH}],
+        # What Knative's secure-pod-defaults would set (its webhook warns without them); the image runs as 65532.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     cache = options.engine_cache
     volume: dict[str, Any] = {"name": ENGINE_CACHE_VOLUME}
@@ -239,8 +249,9 @@ def build_service(model: str, region: str, options: ServiceOptions | None = None
         volume["persistentVolumeClaim"] = {"claimName": cache.claim}
         notes.append(
             f"the engine cache is PersistentVolumeClaim '{cache.claim}': Knative accepts it only with the feature "
-            f"flags {flags.PVC} and {flags.PVC_WRITE} on (the cache is written); "
-            f"turn them on with: {flags.enable_command(flags.PVC)} and {flags.enable_command(flags.PVC_WRITE)}"
+            f"flags {kc.POD_SPEC_PV_CLAIM} and {kc.POD_SPEC_PERSISTENT_VOLUME_WRITE} on (the cache is written); "
+            f"turn them on with: {flags.enable_command(kc.POD_SPEC_PV_CLAIM)} and "
+            f"{flags.enable_command(kc.POD_SPEC_PERSISTENT_VOLUME_WRITE)}"
         )
 
     pod: dict[str, Any] = {
