@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("stack.up_cli", "run the multi-region stack on this machine (Envoy, Redis + gateway per region)"),
     "status": ("stack.status_cli", "each region: answers?, warm instances, cold starts, hit ratio, p99"),
     "deploy": ("knative.deploy_cli", "deploy a model as a Knative Service per region (validated; --dry-run -o yaml)"),
+    "validate": (
+        "knative.validate_cli",
+        "check Knative Service manifests offline as Knative's webhook would, plus policies",
+    ),
     "services": ("knative.services_cli", "the model Services on Knative per region: list, describe, delete"),
     "envoy-config": ("regions.envoy_cli", "write the Envoy bootstrap (priority failover, EDS files) of one edge"),
     "drill": ("stack.drill_cli", "fault a region (kill, blackhole, slow, flap) under load through Envoy; report"),

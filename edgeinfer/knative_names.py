@@ -10,6 +10,7 @@ GROUP = "serving.knative.dev"
 VERSION = "v1"
 PLURAL = "services"
 API_VERSION = f"{GROUP}/{VERSION}"
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
 RESOURCE = f"{PLURAL}.{GROUP}"
 
 # Server-side apply records this as the owner of every field edgeinfer sets.

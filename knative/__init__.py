@@ -2,10 +2,12 @@
 
 - names.py: the names and labels the Knative objects of a model get.
 - manifest.py: builds the `serving.knative.dev/v1` Service of a model for a region.
-- validate.py: checks a manifest against the CRD schema and the rules of Knative's webhook.
-- flags.py: which fields need a Knative feature flag, and whether a cluster has it on.
+- validate.py: checks a manifest on three levels: the CRD schema, Knative's webhook (webhook/), edgeinfer's policies.
+- webhook/: Knative Serving's admission webhook for a Service (SetDefaults, then Validate), ported from Go.
+- flags.py: a cluster's Knative ConfigMaps (feature flags, defaults, autoscaler), read or Knative's defaults.
 - deployer.py: server-side apply per region (one kubeconfig context each), wait for Ready, list, delete.
 - deploy_cli.py, services_cli.py: `edgeinfer deploy` and `edgeinfer services list|describe|delete`.
+- validate_cli.py: `edgeinfer validate FILE|DIR|-`, for any Knative Service manifests.
 - entrypoint.py: the function image's entry point (model repository URI, providers, engine cache).
 """
 

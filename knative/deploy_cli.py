@@ -45,7 +45,7 @@ from edgeinfer.knative.targets import (
     table,
     topology_from,
 )
-from edgeinfer.knative.validate import Problem, errors, validate, webhook_problems
+from edgeinfer.knative.validate import UnknownPolicy, add_allow_argument, check_allowed, errors, validate
 from edgeinfer.regions.topology import Region
 from edgeinfer.version import __version__
 
@@ -125,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run = parser.add_argument_group("running")
     run.add_argument("--dry-run", action="store_true", help="validate and print the manifests; send nothing")
+    add_allow_argument(run)
     run.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="with --dry-run: format")
     run.add_argument("--force-conflicts", action="store_true", help="take over fields another field manager owns")
     run.add_argument("--no-wait", action="store_true", help="apply and return without waiting for Ready")
@@ -275,16 +276,16 @@ def render(built: Sequence[BuiltService], regions: Sequence[Region], output: str
     return "---\n".join(documents)
 
 
-def _report_problems(built: Sequence[BuiltService], out: Any) -> bool:
+def _report_problems(built: Sequence[BuiltService], allow: Sequence[str], out: Any) -> bool:
     """Print notes, warnings and errors (merged across regions); True when there is an error."""
     seen: dict[str, list[str]] = {}
     failed = False
     for service in built:
         for note in service.notes:
             seen.setdefault(f"note: {note}", []).append(service.region)
-        for problem in validate(service.manifest):
-            failed |= problem.level == "error"
-            seen.setdefault(f"{problem.level}: {problem}", []).append(service.region)
+        for problem in validate(service.manifest, allow=allow):
+            failed |= problem in errors([problem])
+            seen.setdefault(f"{problem.label}: {problem}", []).append(service.region)
     for line, where in seen.items():
         print(f"edgeinfer deploy: [{', '.join(where)}] {line}", file=out)
     return failed
@@ -345,10 +346,13 @@ class Reporter:
 
 def deploy_region(cluster: Cluster, service: BuiltService, args: argparse.Namespace, progress: Progress) -> Deployed:
     region = cluster.region
-    features = cluster.features()
-    # The cluster's own feature flags decide now: a field its flags forbid is refused before sending.
-    flagged: list[Problem] = [p for p in webhook_problems(service.manifest, features) if p.flag is not None]
-    refused = errors(flagged)
+    # The cluster's own ConfigMaps (feature flags, defaults, autoscaler) decide now, before anything is sent; a
+    # Service it holds already makes this an update, judged against it as Knative's webhook would.
+    try:
+        existing = cluster.get(service.name, service.namespace)
+    except ClusterError:
+        existing = None  # not readable: judged as a create; the apply then names what is wrong
+    refused = errors(validate(service.manifest, cluster.knative_config(), args.allow, existing))
     if refused:
         raise ClusterError(region, "; ".join(str(p) for p in refused))
     progress(region, f"applying Service '{service.name}' (server-side, field manager {n.FIELD_MANAGER})")
@@ -370,10 +374,11 @@ def run(args: argparse.Namespace) -> int:
         regions = selected_regions(args, topology)
         model_repo = args.model_repo or (topology.model_repo if topology.model_repo.is_dir() else None)
         built = build_all(args, regions, model_repo)
-    except UsageError as error:
+        check_allowed(args.allow)
+    except (UsageError, UnknownPolicy) as error:
         print(f"edgeinfer deploy: {error}", file=sys.stderr)
         return 2
-    if _report_problems(built, sys.stderr):
+    if _report_problems(built, args.allow, sys.stderr):
         print("edgeinfer deploy: nothing was sent; fix the errors above", file=sys.stderr)
         return 1
     if args.dry_run:

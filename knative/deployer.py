@@ -23,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from edgeinfer import knative_names as n
 from edgeinfer.knative import flags
+from edgeinfer.knative.webhook.config import ConfigError
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
@@ -142,17 +143,24 @@ class Cluster:
     def _custom(self) -> k8s.CustomObjectsApi:
         return k8s.CustomObjectsApi(self.api)
 
-    def features(self) -> flags.Features:
-        """The cluster's Knative feature flags; Knative's defaults when the ConfigMap cannot be read."""
+    def knative_config(self) -> flags.ClusterConfig:
+        """The cluster's config-features, config-defaults and config-autoscaler; Knative's defaults for each one
+        that cannot be read (not allowed, or not there: the webhook judges with its defaults then too)."""
+        found: dict[str, dict[str, str]] = {}
+        for name in flags.CONFIGMAPS:
+            try:
+                configmap = k8s.CoreV1Api(self.api).read_namespaced_config_map(
+                    name, flags.NAMESPACE, _request_timeout=self.request_timeout
+                )
+            except ApiException:
+                continue
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                raise self.explain(error, "read") from None
+            found[name] = dict(configmap.data or {})
         try:
-            configmap = k8s.CoreV1Api(self.api).read_namespaced_config_map(
-                flags.FEATURES_CONFIGMAP, flags.FEATURES_NAMESPACE, _request_timeout=self.request_timeout
-            )
-        except ApiException:
-            return flags.Features()  # not allowed to read it, or not there: the webhook will judge
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise self.explain(error, "read") from None
-        return flags.Features.from_configmap_data(configmap.data)
+            return flags.ClusterConfig.from_configmaps(found, f"configmap {flags.NAMESPACE}/{{name}}")
+        except ConfigError as error:
+            raise ClusterError(self.region, f"its Knative ConfigMaps are invalid ({error}); fix them first") from None
 
     def apply(self, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
         """Server-side apply: create the Service or update the fields edgeinfer owns."""

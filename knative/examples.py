@@ -1,7 +1,7 @@
 """The example manifests in deploy/knative/, written by the builder exactly as `edgeinfer deploy --dry-run` prints
 them for the example models (functions/examples.py) and the built-in topology. tests/knative keeps them in sync.
 
-    python -m knative.examples deploy/knative
+    python -m edgeinfer.knative.examples deploy/knative
 """
 
 from __future__ import annotations

@@ -1,52 +1,36 @@
-"""Checks a Knative Service manifest before anything is sent: the CRD schema, then the webhook's rules.
+"""Checks a Knative Service manifest before anything is sent, on three levels kept apart:
 
-The CRD's openAPIV3Schema catches wrong types, unknown fields and missing required fields. Knative's admission
-webhook enforces more than the schema says (pkg/apis/serving in knative/serving); the rules here are the ones a
-model function can trip over: one port named h2c/http1/nothing and not a port the queue-proxy reserves, probes
-on the serving port, the autoscaling annotations' ranges (min-scale ≤ max-scale...), traffic that adds up to
-100 with each entry naming exactly one of revisionName or latestRevision, and fields behind feature flags.
+- **Kubernetes**: the CRD's openAPIV3Schema (wrong types, unknown fields, missing required fields), as the API
+  server and `kubectl apply`'s strict field validation refuse them;
+- **Knative**: what Knative's admission webhook does on create, in its order (SetDefaults, then Validate), ported
+  case by case in webhook/ and judged with a cluster's ConfigMaps (feature flags, defaults, autoscaler);
+- **policy**: edgeinfer's own rules, stricter than Knative on purpose. Each has a name and a reason (POLICIES),
+  is never reported as a Knative error, and can be waived with `--allow NAME`.
 
-Every problem names the field (a path into the manifest) and the fix.
+Every problem names the field (a path into the manifest) and a fix.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
-import posixpath
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import jsonschema
 
 from edgeinfer import knative_names as n
-from edgeinfer.functions.config import parse_duration
 from edgeinfer.knative import flags
 from edgeinfer.knative.crd import service_schema
+from edgeinfer.knative.webhook import config as kc
+from edgeinfer.knative.webhook.context import Context
+from edgeinfer.knative.webhook.field_error import FieldError, Level
+from edgeinfer.knative.webhook.service import set_service_defaults, validate_service
 
-# The queue-proxy and profiling ports of every Knative pod (pkg/apis/serving/k8s_validation.go).
-RESERVED_PORTS = {
-    8008: "profiling",
-    8012: "queue-proxy HTTP",
-    8013: "queue-proxy HTTP/2",
-    8022: "queue-proxy admin",
-    9090: "autoscaling metrics",
-    9091: "user metrics",
-}
-PORT_NAMES = ("h2c", "http1", "")
-RESERVED_ENV = ("PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION")
-RESERVED_CONTAINER_NAMES = ("queue-proxy",)
-RESERVED_MOUNT_PATHS = ("/", "/dev", "/dev/log")
-# Knative's cluster defaults (config-defaults): beyond these the webhook refuses unless the cluster raised them.
-MAX_CONTAINER_CONCURRENCY = 1000
-MAX_TIMEOUT_SECONDS = 600
-WINDOW_MIN_S, WINDOW_MAX_S = 6.0, 3600.0
-SCALE_DOWN_DELAY_MAX_S = 3600.0
-KNATIVE_CLASSES = ("kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev")
-
-Level = Literal["error", "warning"]
+ProblemLevel = Literal["error", "warning", "policy"]
 
 
 @dataclass(frozen=True)
@@ -54,18 +38,24 @@ class Problem:
     path: str
     message: str
     fix: str
-    level: Level = "error"
+    level: ProblemLevel = "error"
     flag: str | None = None  # the Knative feature flag that would allow the field
+    rule: str | None = None  # the policy's name (level "policy")
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}; fix: {self.fix}"
 
+    @property
+    def label(self) -> str:
+        return f"policy {self.rule}" if self.level == "policy" else self.level
+
 
 def errors(problems: Iterable[Problem]) -> list[Problem]:
-    return [p for p in problems if p.level == "error"]
+    """The problems that stop a deploy: Kubernetes and Knative errors, and every policy not waived."""
+    return [p for p in problems if p.level in ("error", "policy")]
 
 
-# --- the CRD schema ---------------------------------------------------------------------------------------
+# --- Kubernetes: the CRD schema ---------------------------------------------------------------------------
 
 
 def _closed(schema: Any) -> Any:
@@ -116,19 +106,199 @@ def _schema_fix(error: jsonschema.ValidationError) -> tuple[str, str]:
 
 
 def schema_problems(manifest: Mapping[str, Any]) -> list[Problem]:
-    """The manifest against the CRD's openAPIV3Schema."""
+    """The manifest against the CRD's openAPIV3Schema, and its apiVersion and kind."""
     problems = []
-    for error in sorted(_schema_validator().iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path))):
-        message, fix = _schema_fix(error)
-        problems.append(Problem(_path(error.absolute_path), message, fix))
     if manifest.get("apiVersion") != n.API_VERSION:
         problems.append(Problem("apiVersion", f"is {manifest.get('apiVersion')!r}", f"set it to {n.API_VERSION}"))
     if manifest.get("kind") != "Service":
         problems.append(Problem("kind", f"is {manifest.get('kind')!r}", "set it to Service"))
+    for error in sorted(_schema_validator().iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path))):
+        message, fix = _schema_fix(error)
+        problems.append(Problem(_path(error.absolute_path), message, fix))
     return problems
 
 
-# --- the webhook's rules ------------------------------------------------------------------------------------
+# --- Knative: the webhook -----------------------------------------------------------------------------------
+
+
+def webhook_errors(
+    manifest: Mapping[str, Any], config: kc.Config | None = None, existing: Mapping[str, Any] | None = None
+) -> FieldError:
+    """What Knative's webhook answers to this Service: SetDefaults on a copy, then Validate. With `existing` (the
+    Service as the cluster holds it) it is an update, judged against it: a revision name kept while the
+    template changes, a changed creator annotation..."""
+    config = config or kc.Config()
+    service = copy.deepcopy(dict(manifest))
+    context = Context(config=config).within_create()
+    if existing is not None:
+        # The stored object is defaulted already; defaulting again changes nothing there, and makes an
+        # emulator's or a hand-written baseline compare as the real one would.
+        baseline = copy.deepcopy(dict(existing))
+        set_service_defaults(context, baseline)
+        context = Context(config=config).within_update(baseline)
+    set_service_defaults(context, service)
+    return validate_service(context, service)
+
+
+Line = tuple[int, str, str, str]  # (level, message, details, one path): one claim of the webhook's
+
+
+def _lines(error: FieldError) -> set[Line]:
+    return {(int(e.level), e.message, e.details, path) for e in error.wrapped_errors() for path in e.paths or ("",)}
+
+
+# Fixes for Knative's messages, by the message's start: Knative says what is wrong, not what to write.
+_FIXES: tuple[tuple[str, str], ...] = (
+    ("missing field(s)", "set it"),
+    ("must not set the field(s)", "remove it: Knative does not allow it here (with this cluster's feature flags)"),
+    ("expected exactly one, got both", "keep only one of them"),
+    ("expected exactly one, got neither", "set one of them"),
+    ("invalid key name", "fix the key's name"),
+    (
+        "Failed to parse image reference",
+        "write it as [registry/]repository[:tag][@sha256:digest], e.g. ghcr.io/acme/fn:1.0",
+    ),
+    ("must be specified with at most second precision", "use whole seconds, e.g. 69s"),
+    ("more than one container port is set", "keep one port, the serving container's, across all containers"),
+    ("Port name", "name it h2c (gRPC), http1, or leave it out"),
+    ("volume with name", "mount it in a container's volumeMounts, or remove it"),
+    ("volumeMount has no matching volume", "add a volume of that name to spec.template.spec.volumes"),
+    ("mountPath", "mount it elsewhere"),
+    ("Traffic targets sum to", "make the percents add up to exactly 100"),
+    ("Multiple definitions for", "give each tag once"),
+    ("may not set revisionName", "keep only one of revisionName and latestRevision: true"),
+    ("Saw the following changes without a name change", "give the changed revision a new name, or leave it out"),
+    (
+        "Kubernetes default value is insecure",
+        "set it in the container's securityContext (runAsNonRoot: true, "
+        "allowPrivilegeEscalation: false, capabilities.drop: [ALL], seccompProfile.type: RuntimeDefault)",
+    ),
+)
+_RESERVED = re.compile(r"(invalid value: )?.*is a reserved (port|environment variable|container name|path)")
+
+
+def _fix(error: FieldError) -> str:
+    message = error.message
+    for start, fix in _FIXES:
+        if message.startswith(start):
+            return fix
+    bounds = re.fullmatch(r"expected (\S+) <= (\S+) <= (\S+)", message)
+    if bounds:
+        return f"use a value from {bounds.group(1)} to {bounds.group(3)}"
+    if _RESERVED.match(message):
+        return "Knative reserves it: use another"
+    if re.search(r"(max|min|activation)-scale", message):
+        return "make min-scale <= activation-scale <= max-scale (max-scale 0: no limit; activation-scale > 1)"
+    if "must have prefix" in message:
+        return "name it <service>-<suffix>, or leave it out for a generated name"
+    if error.details:
+        return "see the reason in brackets"
+    return "change it as the message says (Knative's webhook refuses it)"
+
+
+NO_FIELD = "(Knative names no field)"
+
+
+def _problem(error: FieldError, paths: Iterable[str], **changes: Any) -> Problem:
+    # Details may span lines (a diff): one line per problem, so a table row or a CI log keeps all of it.
+    details = " ".join(error.details.split())
+    text = error.message + (f" ({details})" if details else "")
+    level: ProblemLevel = "warning" if error.level == Level.WARNING else "error"
+    where = ", ".join(p for p in paths if p) or NO_FIELD
+    return replace(Problem(where, text, _fix(error), level), **changes)
+
+
+# What a cluster may allow that Knative's defaults refuse: each setting, the ConfigMaps changed to lift it.
+def _lifting(config: kc.Config) -> Iterator[tuple[str, kc.Config, str]]:
+    for flag in kc.FEATURE_DEFAULTS:
+        if config.features[flag] != kc.ENABLED:
+            lifted = replace(config, features=config.features.set(flag, kc.ENABLED))
+            yield flag, lifted, f"turn on the Knative feature flag {flag}: {flags.enable_command(flag)}"
+    if not config.autoscaler.allow_zero_initial_scale:
+        lifted = replace(config, autoscaler=replace(config.autoscaler, allow_zero_initial_scale=True))
+        patch = flags.configmap_patch(kc.AUTOSCALER_CONFIG_NAME, "allow-zero-initial-scale", "true")
+        yield "allow-zero-initial-scale", lifted, f"allow it in the cluster: {patch}"
+    if config.autoscaler.max_scale_limit:
+        lifted = replace(config, autoscaler=replace(config.autoscaler, max_scale_limit=0))
+        patch = flags.configmap_patch(kc.AUTOSCALER_CONFIG_NAME, "max-scale-limit", "0")
+        yield "max-scale-limit", lifted, f"raise the cluster's limit: {patch}"
+    defaults = config.defaults
+    roomy = replace(defaults, max_revision_timeout_seconds=2**31, container_concurrency_max_limit=2**31)
+    if roomy != defaults:
+        lifted = replace(config, defaults=roomy)
+        yield (
+            "config-defaults",
+            lifted,
+            (
+                "raise max-revision-timeout-seconds or container-concurrency-max-limit in configmap "
+                f"{kc.DEFAULTS_CONFIG_NAME} of {flags.NAMESPACE}, or lower the value"
+            ),
+        )
+
+
+def knative_problems(
+    manifest: Mapping[str, Any], cluster: flags.ClusterConfig | None = None, existing: Mapping[str, Any] | None = None
+) -> list[Problem]:
+    """What Knative's webhook would refuse (errors) or warn about, judged with `cluster`'s ConfigMaps.
+
+    Without them (`cluster.known` false), an error that a cluster setting would lift is a warning naming that
+    setting: the target cluster decides, and `edgeinfer deploy` asks it before sending.
+    """
+    cluster = cluster or flags.ClusterConfig()
+    found = webhook_errors(manifest, cluster.config, existing)
+    if not found:
+        return []
+    lifted_by: dict[Line, tuple[str, str]] = {}
+    remaining = _lines(found)
+    for setting, config, how in _lifting(cluster.config):
+        if not remaining:
+            break
+        gone = remaining - _lines(webhook_errors(manifest, config, existing))
+        for line in gone:
+            lifted_by.setdefault(line, (setting, how))
+        remaining -= gone
+    problems = []
+    for error in found.wrapped_errors():
+        # Knative merges one message's paths; they may need different settings, so group them by setting.
+        by_setting: dict[tuple[str, str] | None, list[str]] = {}
+        for path in error.paths or ("",):
+            line = (int(error.level), error.message, error.details, path)
+            by_setting.setdefault(lifted_by.get(line) if error.level == Level.ERROR else None, []).append(path)
+        for setting_how, paths in by_setting.items():
+            problems.append(_lifted_problem(error, paths, setting_how, cluster))
+    return problems
+
+
+def _lifted_problem(
+    error: FieldError, paths: list[str], setting_how: tuple[str, str] | None, cluster: flags.ClusterConfig
+) -> Problem:
+    if setting_how is None:
+        return _problem(error, paths)
+    setting, how = setting_how
+    flag = setting if setting in kc.FEATURE_DEFAULTS else None
+    if not cluster.known:
+        fix = f"Knative's defaults refuse it; make sure the target cluster allows it: {how}"
+        return _problem(error, paths, level="warning", flag=flag, fix=fix)
+    if flag:
+        source = cluster.source(kc.FEATURES_CONFIG_NAME)
+        value = cluster.config.features[flag]
+        fix = f"the feature flag {flag} is {value} in {source}; turn it on: {flags.enable_command(flag)}"
+        return _problem(error, paths, fix=fix, flag=flag)
+    return _problem(error, paths, fix=f"{how} (refused with {cluster.source(_configmap_of(setting))})")
+
+
+def _configmap_of(setting: str) -> str:
+    return kc.DEFAULTS_CONFIG_NAME if setting == "config-defaults" else kc.AUTOSCALER_CONFIG_NAME
+
+
+# --- policy: edgeinfer's own rules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    reason: str
+    check: Callable[[Mapping[str, Any]], list[tuple[str, str, str]]]  # → (path, message, fix)
 
 
 def _get(data: Any, *keys: str) -> Any:
@@ -139,520 +309,164 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
-def _metadata_problems(manifest: Mapping[str, Any]) -> list[Problem]:
-    problems = []
-    name = _get(manifest, "metadata", "name")
-    if not isinstance(name, str) or not name:
-        problems.append(Problem("metadata.name", "missing", "name the Service (a DNS-1035 label, e.g. 'fraud')"))
-    elif not n.is_dns1035_label(name):
-        problems.append(
-            Problem(
-                "metadata.name",
-                f"'{name}' is not a DNS-1035 label",
-                "use lower-case letters, digits and '-', starting with a letter, at most 63 characters",
-            )
-        )
-    namespace = _get(manifest, "metadata", "namespace")
-    if isinstance(namespace, str) and namespace and not n.is_dns1123_label(namespace):
-        problems.append(Problem("metadata.namespace", f"'{namespace}' is not a namespace name", "use a DNS-1123 label"))
-    revision = _get(manifest, "spec", "template", "metadata", "name")
-    if isinstance(revision, str) and revision and isinstance(name, str) and not revision.startswith(f"{name}-"):
-        problems.append(
-            Problem(
-                "spec.template.metadata.name",
-                f"revision name '{revision}' does not start with the Service's name",
-                f"name it '{name}-<suffix>' (e.g. '{name}-v2'), or leave it out for a generated name",
-            )
-        )
-    for where in ("metadata.labels", "spec.template.metadata.labels"):
-        labels = _get(manifest, *where.split(".")) or {}
-        for key, value in labels.items() if isinstance(labels, dict) else ():
-            if isinstance(value, str) and not n.is_label_value(value):
-                problems.append(
-                    Problem(
-                        f"{where}.{key}",
-                        f"'{value}' is not a label value",
-                        "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-                    )
-                )
-    return problems
+def _containers(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    containers = _get(manifest, "spec", "template", "spec", "containers")
+    return [c for c in containers if isinstance(c, dict)] if isinstance(containers, list) else []
 
 
-def _port_problems(containers: list[Any]) -> tuple[list[Problem], dict[str, Any] | None]:
-    """Exactly one port across the containers; returns the problems and the serving port."""
-    problems: list[Problem] = []
-    ports = [
-        (i, j, port)
-        for i, c in enumerate(containers)
-        if isinstance(c, dict)
-        for j, port in enumerate(c.get("ports") or [])
-        if isinstance(port, dict)
-    ]
-    base = "spec.template.spec.containers"
-    if not ports:
-        problems.append(
-            Problem(
-                f"{base}[0].ports",
-                "no port: Knative would send HTTP/1 to 8080, and gRPC needs HTTP/2",
-                "add ports: [{name: h2c, containerPort: 8080}]",
-            )
-        )
-        return problems, None
-    if len(ports) > 1:
-        where = ", ".join(f"{base}[{i}].ports[{j}]" for i, j, _ in ports)
-        problems.append(
-            Problem(
-                f"{base}[*].ports",
-                f"{len(ports)} ports ({where}); Knative routes to exactly one",
-                "keep only the serving port (h2c) and remove the others",
-            )
-        )
-    i, j, port = ports[0]
-    where = f"{base}[{i}].ports[{j}]"
-    name = port.get("name", "")
-    if name not in PORT_NAMES:
-        problems.append(
-            Problem(f"{where}.name", f"port name '{name}' is not allowed", "name it h2c (gRPC), http1, or leave it out")
-        )
-    elif name != "h2c":
-        problems.append(
-            Problem(
-                f"{where}.name",
-                f"port name '{name or '(none)'}' makes Knative speak HTTP/1 to the container",
-                "name it h2c: the function serves gRPC, which needs HTTP/2",
-                level="warning",
-            )
-        )
-    number = port.get("containerPort")
-    if isinstance(number, int) and not isinstance(number, bool):
-        if number in RESERVED_PORTS:
-            problems.append(
-                Problem(
-                    f"{where}.containerPort",
-                    f"{number} is reserved by Knative ({RESERVED_PORTS[number]})",
-                    "use another port, e.g. 8080",
-                )
-            )
-        elif not 1 <= number <= 65535:
-            problems.append(Problem(f"{where}.containerPort", f"{number} is not a port", "use 1-65535, e.g. 8080"))
-    protocol = port.get("protocol", "TCP")
-    if protocol != "TCP":
-        problems.append(Problem(f"{where}.protocol", f"'{protocol}' is not allowed", "use TCP or leave it out"))
-    return problems, port
+def _serving(manifest: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:
+    """The serving container (the one with a port, else the only one), and its port."""
+    containers = _containers(manifest)
+    for index, container in enumerate(containers):
+        ports = [p for p in container.get("ports") or [] if isinstance(p, dict)]
+        if ports:
+            return index, container, ports[0]
+    return 0, (containers[0] if len(containers) == 1 else None), None
 
 
-_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
-
-
-def _probe_problems(probe: Any, where: str, port: Mapping[str, Any] | None, readiness: bool) -> list[Problem]:
-    if not isinstance(probe, dict):
+def _h2c_port(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    index, container, port = _serving(manifest)
+    base = f"spec.template.spec.containers[{index}].ports"
+    if container is None:
         return []
-    problems = []
-    handlers = [h for h in _HANDLERS if probe.get(h) is not None]
-    if not handlers:
-        problems.append(Problem(where, "no probe handler", "give exactly one of grpc, httpGet, tcpSocket or exec"))
-    elif len(handlers) > 1:
-        problems.append(Problem(where, f"several handlers ({', '.join(handlers)})", "keep exactly one"))
-    container_port = port.get("containerPort", 8080) if port else 8080
-    port_name = port.get("name", "") if port else ""
-    for handler in ("grpc", "httpGet", "tcpSocket"):
-        target = _get(probe, handler, "port")
-        if target is None:
-            continue
-        if target != container_port and not (isinstance(target, str) and target and target == port_name):
-            problems.append(
-                Problem(
-                    f"{where}.{handler}.port",
-                    f"probe port {target} is not the container port {container_port}",
-                    f"probe the serving port: set it to {container_port}",
-                )
-            )
-    if readiness:
-        period = probe.get("periodSeconds", 0)
-        if period == 0:
-            for key in ("failureThreshold", "timeoutSeconds"):
-                if probe.get(key):
-                    problems.append(
-                        Problem(
-                            f"{where}.{key}",
-                            "not allowed when periodSeconds is 0 (Knative's aggressive probing)",
-                            f"remove {key}, or set periodSeconds ≥ 1",
-                        )
-                    )
-        elif isinstance(period, int) and period < 0:
-            problems.append(Problem(f"{where}.periodSeconds", f"{period} is negative", "use 0 or more"))
-        success = probe.get("successThreshold")
-        if isinstance(success, int) and success < 1:
-            problems.append(Problem(f"{where}.successThreshold", f"{success} is below 1", "use 1"))
-    return problems
+    if port is None:
+        return [(base, "no port: Knative then sends HTTP/1 to 8080", "add ports: [{name: h2c, containerPort: 8080}]")]
+    if port.get("name") != "h2c":
+        name = port.get("name") or "(none)"
+        return [(f"{base}[0].name", f"port name {name} makes Knative speak HTTP/1 to the container", "name it h2c")]
+    return []
 
 
-def _container_problems(containers: list[Any], volumes: Mapping[str, Any], port: Any) -> list[Problem]:
-    problems = []
-    base = "spec.template.spec.containers"
-    for i, container in enumerate(containers):
-        if not isinstance(container, dict):
-            continue
-        where = f"{base}[{i}]"
-        if container.get("name") in RESERVED_CONTAINER_NAMES:
-            problems.append(Problem(f"{where}.name", f"'{container['name']}' is reserved", "rename the container"))
-        if not container.get("image"):
-            problems.append(Problem(f"{where}.image", "missing", "set the image (--image)"))
-        for j, env in enumerate(container.get("env") or []):
-            if isinstance(env, dict) and env.get("name") in RESERVED_ENV:
-                problems.append(
-                    Problem(
-                        f"{where}.env[{j}].name",
-                        f"'{env['name']}' is set by Knative",
-                        "remove it (the function reads $PORT that Knative sets)",
-                    )
-                )
-        serving = bool(container.get("ports")) or len(containers) == 1
-        for kind, readiness in (("readinessProbe", True), ("livenessProbe", False)):
-            probe = container.get(kind)
-            if probe is not None and not serving:
-                problems.append(
-                    Problem(f"{where}.{kind}", "probes are only allowed on the serving container", "remove it")
-                )
-            elif serving:
-                problems.extend(_probe_problems(probe, f"{where}.{kind}", port, readiness))
-        problems.extend(_gpu_problems(container.get("resources"), f"{where}.resources"))
-        seen_paths: set[str] = set()
-        for j, mount in enumerate(container.get("volumeMounts") or []):
-            if not isinstance(mount, dict):
+def _probe_on_serving_port(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    index, container, port = _serving(manifest)
+    if container is None:
+        return []
+    number = (port or {}).get("containerPort", 8080)
+    name = (port or {}).get("name")
+    found = []
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        for handler in ("grpc", "httpGet", "tcpSocket"):
+            target = _get(container, kind, handler, "port")
+            if target is None or target in (0, "") or target == number or (name and target == name):
                 continue
-            at = f"{where}.volumeMounts[{j}]"
-            if mount.get("name") not in volumes:
-                problems.append(
-                    Problem(
-                        f"{at}.name", f"no volume named '{mount.get('name')}'", "add it to spec.template.spec.volumes"
-                    )
+            where = f"spec.template.spec.containers[{index}].{kind}.{handler}.port"
+            found.append((where, f"probes port {target}, not the serving port {number}", f"set it to {number}"))
+    return found
+
+
+def _traffic_of_this_service(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    name = str(_get(manifest, "metadata", "name") or "")
+    traffic = _get(manifest, "spec", "traffic")
+    found = []
+    for index, entry in enumerate(traffic if isinstance(traffic, list) else []):
+        revision = entry.get("revisionName") if isinstance(entry, dict) else None
+        if revision and name and not str(revision).startswith(f"{name}-"):
+            found.append(
+                (
+                    f"spec.traffic[{index}].revisionName",
+                    f"{revision} is not a revision of Service {name}",
+                    f"name one of its revisions ({name}-...; see `edgeinfer services describe`)",
                 )
-            path = mount.get("mountPath", "")
-            clean = posixpath.normpath(path) if path else ""
-            if not path.startswith("/"):
-                problems.append(Problem(f"{at}.mountPath", f"'{path}' is not an absolute path", "start it with /"))
-            elif clean in RESERVED_MOUNT_PATHS:
-                problems.append(Problem(f"{at}.mountPath", f"'{clean}' is reserved", "mount it elsewhere"))
-            elif clean in seen_paths:
-                problems.append(Problem(f"{at}.mountPath", f"'{clean}' is mounted twice", "use one mount per path"))
-            seen_paths.add(clean)
-            volume = volumes.get(str(mount.get("name")), {})
-            writable_kind = isinstance(volume, dict) and ("emptyDir" in volume or "persistentVolumeClaim" in volume)
-            if isinstance(volume, dict) and volume and not writable_kind and not mount.get("readOnly"):
-                problems.append(
-                    Problem(f"{at}.readOnly", "this kind of volume can only be mounted read-only", "set readOnly: true")
+            )
+    return found
+
+
+def _gpu_whole_and_equal(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    found = []
+    for index, container in enumerate(_containers(manifest)):
+        where = f"spec.template.spec.containers[{index}].resources"
+        limit = _get(container, "resources", "limits", n.GPU_RESOURCE)
+        request = _get(container, "resources", "requests", n.GPU_RESOURCE)
+        for value, at in ((limit, "limits"), (request, "requests")):
+            if value is not None and not re.fullmatch(r"[0-9]+", str(value)):
+                found.append(
+                    (f"{where}.{at}.{n.GPU_RESOURCE}", f"{value} is not a whole number of GPUs", "use 1, 2...")
                 )
-    return problems
-
-
-def _gpu_problems(resources: Any, where: str) -> list[Problem]:
-    if not isinstance(resources, dict):
-        return []
-    limit = _get(resources, "limits", "nvidia.com/gpu")
-    request = _get(resources, "requests", "nvidia.com/gpu")
-    problems = []
-    for value, at in ((limit, f"{where}.limits"), (request, f"{where}.requests")):
-        if value is not None and not re.fullmatch(r"[0-9]+", str(value)):
-            problems.append(
-                Problem(f"{at}.nvidia.com/gpu", f"'{value}' is not a whole number of GPUs", "use 1, 2, ...")
+        if request is not None and str(request) != str(limit):
+            found.append(
+                (
+                    f"{where}.requests.{n.GPU_RESOURCE}",
+                    f"request {request} differs from limit {limit}",
+                    "drop the request (it defaults to the limit) or make them equal",
+                )
             )
-    if request is not None and limit is None:
-        problems.append(
-            Problem(f"{where}.requests.nvidia.com/gpu", "a GPU request without a limit", "set limits: nvidia.com/gpu")
-        )
-    elif request is not None and str(request) != str(limit):
-        problems.append(
-            Problem(
-                f"{where}.requests.nvidia.com/gpu",
-                f"request {request} differs from limit {limit}: GPUs cannot be overcommitted",
-                "drop the request (it defaults to the limit) or make them equal",
-            )
-        )
-    return problems
+    return found
 
 
-def _volume_problems(volumes: list[Any], containers: list[Any], features: flags.Features) -> list[Problem]:
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy(
+            "h2c-port",
+            "the function speaks gRPC, which needs HTTP/2 end to end: Knative uses it only for a port named h2c",
+            _h2c_port,
+        ),
+        Policy(
+            "probe-on-serving-port",
+            "a probe on another port says nothing about the port that serves; the function answers its gRPC health "
+            "check on the serving port once its models are warm",
+            _probe_on_serving_port,
+        ),
+        Policy(
+            "traffic-of-this-service",
+            "Knative accepts any well-formed revision name, and then the route never becomes Ready if it is not "
+            "one of this Service's revisions",
+            _traffic_of_this_service,
+        ),
+        Policy(
+            "gpu-whole-and-equal",
+            "Kubernetes refuses the pods later (extended resources are whole and cannot be overcommitted), after "
+            "Knative has accepted the Service",
+            _gpu_whole_and_equal,
+        ),
+    )
+}
+
+
+class UnknownPolicy(ValueError):
+    pass
+
+
+def add_allow_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--allow NAME` (repeatable), shared by `edgeinfer deploy` and `edgeinfer validate`."""
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"waive an edgeinfer policy (repeatable; Knative's own rules always hold): {', '.join(POLICIES)}",
+    )
+
+
+def check_allowed(allow: Collection[str]) -> None:
+    unknown = sorted(set(allow) - set(POLICIES))
+    if unknown:
+        raise UnknownPolicy(f"--allow {', '.join(unknown)}: no such policy; the policies are {', '.join(POLICIES)}")
+
+
+def policy_problems(manifest: Mapping[str, Any], allow: Collection[str] = ()) -> list[Problem]:
+    check_allowed(allow)
     problems = []
-    mounted = {
-        m.get("name")
-        for c in containers
-        if isinstance(c, dict)
-        for m in c.get("volumeMounts") or []
-        if isinstance(m, dict)
-    }
-    seen: set[str] = set()
-    for i, volume in enumerate(volumes):
-        if not isinstance(volume, dict):
+    for policy in POLICIES.values():
+        if policy.name in allow:
             continue
-        where = f"spec.template.spec.volumes[{i}]"
-        name = volume.get("name", "")
-        if name in seen:
-            problems.append(Problem(f"{where}.name", f"volume '{name}' is listed twice", "give each volume one entry"))
-        seen.add(name)
-        if name not in mounted:
-            problems.append(Problem(f"{where}.name", f"volume '{name}' is not mounted", "mount it or remove it"))
-        medium = _get(volume, "emptyDir", "medium")
-        if medium not in (None, "", "Memory"):
-            problems.append(Problem(f"{where}.emptyDir.medium", f"'{medium}' is not allowed", "use Memory or nothing"))
-        claim = volume.get("persistentVolumeClaim")
-        if isinstance(claim, dict) and not claim.get("readOnly") and not features.enabled(flags.PVC_WRITE):
-            problems.append(_flag_problem(f"{where}.persistentVolumeClaim", flags.PVC_WRITE, features, "write to it"))
+        for path, message, fix in policy.check(manifest):
+            problems.append(Problem(path, message, f"{fix} (or --allow {policy.name})", "policy", rule=policy.name))
     return problems
 
 
-def _flag_problem(path: str, flag: str, features: flags.Features, what: str = "use it") -> Problem:
-    if features.from_cluster:
-        return Problem(
-            path,
-            f"needs the Knative feature flag {flag}, which is '{features.value(flag)}' in {features.source}",
-            f"turn it on to {what}: {flags.enable_command(flag)}",
-            flag=flag,
-        )
-    # Not read from the cluster: the flag may be on there; say what it needs and go on.
-    return Problem(
-        path,
-        f"needs the Knative feature flag {flag} (off by default)",
-        f"make sure it is on in the target cluster: {flags.enable_command(flag)}",
-        level="warning",
-        flag=flag,
-    )
+def validate(
+    manifest: Mapping[str, Any],
+    cluster: flags.ClusterConfig | None = None,
+    allow: Collection[str] = (),
+    existing: Mapping[str, Any] | None = None,
+) -> list[Problem]:
+    """Every problem of a Service manifest: the schema's; then, if it holds, Knative's webhook's and policy's.
+    `existing`: the Service the cluster holds, which makes it an update.
 
-
-def _feature_problems(manifest: Mapping[str, Any], features: flags.Features) -> list[Problem]:
-    problems = []
-    for gated in flags.gated_fields(manifest):
-        if not features.enabled(gated.flag):
-            problems.append(_flag_problem(gated.path, gated.flag, features))
-    containers = _get(manifest, "spec", "template", "spec", "containers") or []
-    if isinstance(containers, list) and len(containers) > 1 and not features.enabled(flags.MULTI_CONTAINER):
-        problems.append(_flag_problem("spec.template.spec.containers", flags.MULTI_CONTAINER, features))
-    return problems
-
-
-def _int_annotation(value: str, key: str, where: str, minimum: int) -> tuple[int | None, list[Problem]]:
-    try:
-        number = int(value)
-    except ValueError:
-        return None, [Problem(where, f"'{value}' is not a whole number", f"write {key} as a whole number ≥ {minimum}")]
-    if number < minimum:
-        return None, [Problem(where, f"{number} is below {minimum}", f"use {minimum} or more")]
-    return number, []
-
-
-def _float_annotation(value: str, where: str, low: float, high: float | None, what: str) -> list[Problem]:
-    try:
-        number = float(value)
-    except ValueError:
-        return [Problem(where, f"'{value}' is not a number", f"write {what} as a number")]
-    if number < low or (high is not None and number > high):
-        bound = f"{low:g}-{high:g}" if high is not None else f"at least {low:g}"
-        return [Problem(where, f"{value} is out of range", f"use {bound}")]
-    return []
-
-
-def _duration_annotation(value: str, where: str, low: float, high: float) -> list[Problem]:
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        return [Problem(where, f"'{value}' is not a duration", "write it like 60s, 1m30s or 500ms")]
-    if not low <= seconds <= high:
-        return [Problem(where, f"{value} is out of range", f"use {low:g}s to {high:g}s")]
-    return []
-
-
-def _autoscaling_problems(annotations: Mapping[str, Any], base: str) -> list[Problem]:
-    p = n.AUTOSCALING_PREFIX
-    problems: list[Problem] = []
-
-    def at(key: str) -> str:
-        return f"{base}.{p}{key}"
-
-    scales: dict[str, int | None] = {}
-    for key, minimum in (("min-scale", 0), ("max-scale", 0), ("initial-scale", 0), ("activation-scale", 1)):
-        if f"{p}{key}" in annotations:
-            scales[key], found = _int_annotation(str(annotations[f"{p}{key}"]), key, at(key), minimum)
-            problems += found
-    low, high = scales.get("min-scale"), scales.get("max-scale")
-    if low is not None and high and low > high:
-        problems.append(
-            Problem(
-                at("min-scale"),
-                f"min-scale {low} is above max-scale {high}",
-                "lower min-scale or raise max-scale (0 means no limit)",
-            )
-        )
-    activation = scales.get("activation-scale")
-    if activation is not None and high and activation > high:
-        problems.append(
-            Problem(at("activation-scale"), f"{activation} is above max-scale {high}", "use at most max-scale")
-        )
-    if scales.get("initial-scale") == 0:
-        problems.append(
-            Problem(
-                at("initial-scale"),
-                "0 is refused unless the cluster allows it",
-                'set allow-zero-initial-scale: "true" in configmap config-autoscaler of knative-serving, or use 1',
-                level="warning",
-            )
-        )
-    klass = annotations.get(f"{p}class", KNATIVE_CLASSES[0])
-    if isinstance(klass, str) and klass.endswith("autoscaling.knative.dev") and klass not in KNATIVE_CLASSES:
-        problems.append(Problem(at("class"), f"'{klass}' is not a Knative autoscaler", f"use {KNATIVE_CLASSES[0]}"))
-    metric = annotations.get(f"{p}metric")
-    if metric is not None:
-        allowed = {
-            "kpa.autoscaling.knative.dev": ("concurrency", "rps"),
-            "hpa.autoscaling.knative.dev": ("cpu", "memory"),
-        }
-        choices = allowed.get(str(klass))
-        if choices is not None and metric not in choices:
-            problems.append(
-                Problem(at("metric"), f"'{metric}' is not a metric of {klass}", f"use {' or '.join(choices)}")
-            )
-    checks: tuple[tuple[str, float, float | None], ...] = (
-        ("target", 0.01, None),
-        ("target-utilization-percentage", 1.0, 100.0),
-        ("panic-window-percentage", 1.0, 100.0),
-        ("panic-threshold-percentage", 110.0, 1000.0),
-    )
-    for key, low_bound, high_bound in checks:
-        if f"{p}{key}" in annotations:
-            problems += _float_annotation(str(annotations[f"{p}{key}"]), at(key), low_bound, high_bound, key)
-    durations: tuple[tuple[str, float, float], ...] = (
-        ("window", WINDOW_MIN_S, WINDOW_MAX_S),
-        ("scale-down-delay", 0.0, SCALE_DOWN_DELAY_MAX_S),
-        ("scale-to-zero-pod-retention-period", 0.0, WINDOW_MAX_S),
-    )
-    for key, shortest, longest in durations:
-        if f"{p}{key}" in annotations:
-            problems += _duration_annotation(str(annotations[f"{p}{key}"]), at(key), shortest, longest)
-    return problems
-
-
-def _traffic_problems(traffic: Any, service: str) -> list[Problem]:
-    if traffic is None:
-        return []
-    if not isinstance(traffic, list) or not traffic:
-        return [
-            Problem("spec.traffic", "empty", "send 100 percent somewhere, e.g. [{latestRevision: true, percent: 100}]")
-        ]
-    problems = []
-    total = 0
-    tags: dict[str, int] = {}
-    for i, entry in enumerate(traffic):
-        if not isinstance(entry, dict):
-            continue
-        where = f"spec.traffic[{i}]"
-        revision = entry.get("revisionName")
-        latest = entry.get("latestRevision")
-        if revision and latest is True:
-            problems.append(
-                Problem(where, "names both revisionName and latestRevision: true", "keep exactly one of the two")
-            )
-        elif not revision and latest is not True:
-            problems.append(
-                Problem(
-                    where,
-                    "names neither revisionName nor latestRevision: true",
-                    "add revisionName: <revision> or latestRevision: true",
-                )
-            )
-        if revision and not str(revision).startswith(f"{service}-"):
-            problems.append(
-                Problem(
-                    f"{where}.revisionName",
-                    f"'{revision}' is not a revision of Service '{service}'",
-                    f"use one of its revisions ('{service}-...'; see `edgeinfer services describe`)",
-                )
-            )
-        if entry.get("configurationName"):
-            problems.append(
-                Problem(f"{where}.configurationName", "not allowed in a Service", "use latestRevision: true instead")
-            )
-        if entry.get("url"):
-            problems.append(Problem(f"{where}.url", "is set by Knative, not by you", "remove it"))
-        percent = entry.get("percent", 0)
-        if isinstance(percent, int) and not isinstance(percent, bool):
-            if not 0 <= percent <= 100:
-                problems.append(Problem(f"{where}.percent", f"{percent} is not 0-100", "use a percent from 0 to 100"))
-            total += percent
-        tag = entry.get("tag")
-        if tag:
-            if not n.is_dns1123_label(str(tag)) or len(f"{tag}-{service}") > 63:
-                problems.append(
-                    Problem(
-                        f"{where}.tag",
-                        f"'{tag}' is not a valid tag",
-                        "use lower-case letters, digits and '-' (it becomes part of a hostname)",
-                    )
-                )
-            if tag in tags:
-                problems.append(
-                    Problem(f"{where}.tag", f"tag '{tag}' is already spec.traffic[{tags[tag]}]", "give each tag once")
-                )
-            tags[str(tag)] = i
-    if total != 100:
-        problems.append(Problem("spec.traffic", f"the percents add up to {total}", "make them add up to exactly 100"))
-    return problems
-
-
-def webhook_problems(manifest: Mapping[str, Any], features: flags.Features | None = None) -> list[Problem]:
-    """The rules Knative's admission webhook enforces beyond the schema."""
-    features = features or flags.Features()
-    problems = _metadata_problems(manifest)
-    pod = _get(manifest, "spec", "template", "spec")
-    if not isinstance(pod, dict):
-        problems.append(Problem("spec.template.spec", "missing", "give the revision template a pod spec"))
+    The API server refuses a manifest that breaks the schema before Knative's webhook sees it.
+    """
+    problems = schema_problems(manifest)
+    if problems:
         return problems
-    containers = pod.get("containers")
-    if not isinstance(containers, list) or not containers:
-        problems.append(Problem("spec.template.spec.containers", "missing", "add the function container"))
-        return problems
-    port_problems, port = _port_problems(containers)
-    problems += port_problems
-    volume_list = pod.get("volumes") or []
-    volumes = {str(v.get("name")): v for v in volume_list if isinstance(v, dict)}
-    problems += _container_problems(containers, volumes, port)
-    problems += _volume_problems(volume_list if isinstance(volume_list, list) else [], containers, features)
-    concurrency = pod.get("containerConcurrency")
-    if isinstance(concurrency, int) and not 0 <= concurrency <= MAX_CONTAINER_CONCURRENCY:
-        problems.append(
-            Problem(
-                "spec.template.spec.containerConcurrency",
-                f"{concurrency} is out of range",
-                f"use 0 (no limit) to {MAX_CONTAINER_CONCURRENCY}",
-            )
-        )
-    timeout = pod.get("timeoutSeconds")
-    if isinstance(timeout, int) and not 0 <= timeout <= MAX_TIMEOUT_SECONDS:
-        problems.append(
-            Problem(
-                "spec.template.spec.timeoutSeconds",
-                f"{timeout} is out of range",
-                f"use 0 to {MAX_TIMEOUT_SECONDS}, or raise max-revision-timeout-seconds in configmap config-defaults",
-            )
-        )
-    template_annotations = _get(manifest, "spec", "template", "metadata", "annotations") or {}
-    if isinstance(template_annotations, dict):
-        problems += _autoscaling_problems(template_annotations, "spec.template.metadata.annotations")
-    service_annotations = _get(manifest, "metadata", "annotations") or {}
-    for key in service_annotations if isinstance(service_annotations, dict) else ():
-        if key.startswith(n.AUTOSCALING_PREFIX):
-            problems.append(
-                Problem(
-                    f"metadata.annotations.{key}",
-                    "an autoscaling annotation on the Service does not reach its revisions",
-                    "move it to spec.template.metadata.annotations",
-                    level="warning",
-                )
-            )
-    name = _get(manifest, "metadata", "name")
-    problems += _traffic_problems(_get(manifest, "spec", "traffic"), str(name))
-    problems += _feature_problems(manifest, features)
-    return problems
-
-
-def validate(manifest: Mapping[str, Any], features: flags.Features | None = None) -> list[Problem]:
-    """Every problem of a Service manifest: the CRD schema first, then the webhook's rules."""
-    return schema_problems(manifest) + webhook_problems(manifest, features)
+    return knative_problems(manifest, cluster, existing) + policy_problems(manifest, allow)

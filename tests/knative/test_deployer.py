@@ -170,7 +170,7 @@ def test_a_failed_revision_reports_its_reason(
         "-n",
         namespace,
         "--image",
-        "registry.example.com/f:missing",
+        "registry.example.com/fraud:missing",
     )
     assert code == 1
     for region in ("us-east", "eu-west"):
@@ -235,7 +235,7 @@ def test_wait_for_ready_gives_up_after_the_wait_timeout(
         "-n",
         namespace,
         "--image",
-        "registry.example.com/f:never-ready",
+        "registry.example.com/fraud:never-ready",
         "--wait-timeout",
         "1",
     )
@@ -291,6 +291,26 @@ def test_feature_flags_are_read_from_each_cluster(
     assert "Ready" in table["us-east"], out  # its config-features has nodeSelector on
     line = table["eu-west"]
     assert "FAILED" in line and "spec.template.spec.nodeSelector" in line
-    assert "kubernetes.podspec-nodeselector, which is 'disabled' in configmap knative-serving/config-features" in line
+    assert "kubernetes.podspec-nodeselector is Disabled in configmap knative-serving/config-features" in line
     assert "kubectl patch configmap/config-features" in line
     assert fetch(clusters, "eu-west", namespace) is None  # refused before anything was sent
+
+
+def test_an_update_is_judged_against_the_service_the_cluster_holds(
+    capsys: pytest.CaptureFixture[str], clusters: Clusters, namespace: str
+) -> None:
+    """Knative refuses a changed template under the same revision name; deploy says so before sending."""
+    base = ["deploy", "fraud", "--region", "us-east", "-n", namespace, "--revision-name", "fraud-v1"]
+    code, out = run(capsys, clusters, *base, "--image", "registry.example.com/fraud:v1")
+    assert code == 0 and "Ready" in rows(out)["us-east"], out
+    code, out = run(capsys, clusters, *base, "--image", "registry.example.com/fraud:v2")
+    assert code == 1
+    line = rows(out)["us-east"]
+    assert "spec.template.metadata.name: Saw the following changes without a name change (-old +new)" in line, line
+    assert '"registry.example.com/fraud:v1"' in line and '"registry.example.com/fraud:v2"' in line
+    held = fetch(clusters, "us-east", namespace)
+    assert held is not None and held["metadata"]["generation"] == 1  # nothing was sent
+    assert held["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/fraud:v1"
+    # The same template under a new name is an update Knative takes.
+    code, out = run(capsys, clusters, *base[:-1], "fraud-v2", "--image", "registry.example.com/fraud:v2")
+    assert code == 0 and "Ready" in rows(out)["us-east"], out

@@ -29,7 +29,8 @@ KNOBS = (
 def test_example_manifests_in_deploy_are_what_the_builder_writes(name: str) -> None:
     written = (ROOT / "deploy" / "knative" / name).read_text()
     assert written == examples.render_example(name), (
-        f"deploy/knative/{name} is out of date: regenerate with `.venv/bin/python -m knative.examples deploy/knative`"
+        f"deploy/knative/{name} is out of date: regenerate with "
+        "`.venv/bin/python -m edgeinfer.knative.examples deploy/knative`"
     )
     for document in yaml.safe_load_all(written):
         assert errors(validate(document)) == []
@@ -54,7 +55,9 @@ def test_dry_run_all_regions_prints_valid_manifests_as_a_real_process(tmp_path: 
 
 
 def test_the_manifest_has_every_part_the_issue_lists() -> None:
-    knobs = Autoscaling.model_validate({"min-scale": 1, "max-scale": 8, "window": "90s", "container-concurrency": 16})
+    knobs = Autoscaling.model_validate(
+        {"min-scale": 1, "max-scale": 8, "activation-scale": 2, "window": "90s", "container-concurrency": 16}
+    )
     built = build_service(
         "fraud",
         "eu-west",
@@ -74,6 +77,7 @@ def test_the_manifest_has_every_part_the_issue_lists() -> None:
     assert annotations["autoscaling.knative.dev/min-scale"] == "1"
     assert annotations["autoscaling.knative.dev/max-scale"] == "8"
     assert annotations["autoscaling.knative.dev/window"] == "90s"
+    assert annotations["autoscaling.knative.dev/activation-scale"] == "2"
     assert pod["containerConcurrency"] == 16 and pod["timeoutSeconds"] == 30
     assert manifest["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
     labels = manifest["metadata"]["labels"]
@@ -91,6 +95,8 @@ def test_annotations_follow_knatives_formats() -> None:
     assert annotations["autoscaling.knative.dev/window"] == "90s"
     assert annotations["autoscaling.knative.dev/scale-down-delay"] == "500ms"
     assert annotations["autoscaling.knative.dev/target-utilization-percentage"] == "70"
+    # Knative refuses an explicit activation-scale of 1, which is its behaviour without the annotation.
+    assert "autoscaling.knative.dev/activation-scale" not in annotations
 
 
 def dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -115,15 +121,18 @@ def test_traffic_and_tags_follow_kn(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "words"),
     [
-        (["--traffic", "fraud-00001=70", "--traffic", "@latest=20"], 1, "spec.traffic: the percents add up to 90"),
+        (["--traffic", "fraud-00001=70", "--traffic", "@latest=20"], 1, "spec.traffic: Traffic targets sum to 90"),
         (["--traffic", "fraud-00001"], 2, "--traffic 'fraud-00001': write REVISION=PERCENT"),
         (["--scale-min", "5", "--scale-max", "2"], 2, "min-scale (5) is above max-scale (2)"),
         (["--scale-utilization", "150"], 2, "--scale-utilization: Input should be less than or equal to 100"),
         (["--scale-window", "soon"], 2, "--scale-window: 'soon' is not a duration"),
         (["--limit", "nvidia.com/gpu"], 2, "--limit 'nvidia.com/gpu': write KEY=VALUE"),
-        (["--limit", "nvidia.com/gpu=0.5"], 1, "'0.5' is not a whole number of GPUs"),
-        (["--timeout", "900"], 1, "spec.template.spec.timeoutSeconds: 900 is out of range"),
-        (["--revision-name", "v2"], 1, "revision name 'v2' does not start with the Service's name"),
+        (
+            ["--limit", "nvidia.com/gpu=0.5"],
+            1,
+            "policy gpu-whole-and-equal: spec.template.spec.containers[0].resources",
+        ),
+        (["--revision-name", "v2"], 1, 'spec.template.metadata.name: invalid value: "v2" must have prefix "fraud-"'),
         (["--region", "mars"], 2, "--region mars: not in"),
         (["--all-regions"], 2, "give --region R or --all-regions, not both"),
     ],
@@ -134,6 +143,14 @@ def test_bad_flags_are_refused_before_anything_is_sent(
     got, out, err = dry_run(capsys, *argv)
     assert got == code and words in err, err
     assert out == ""
+
+
+def test_what_a_cluster_may_allow_is_a_warning_until_the_cluster_is_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    """Knative's default max-revision-timeout-seconds is 600; a cluster may raise it, and deploy asks each one."""
+    code, out, err = dry_run(capsys, "--timeout", "900")
+    assert code == 0 and yaml.safe_load(out)["spec"]["template"]["spec"]["timeoutSeconds"] == 900
+    assert "warning: spec.template.spec.timeoutSeconds: expected 0 <= 900 <= 600" in err
+    assert "max-revision-timeout-seconds" in err
 
 
 def test_model_name_that_makes_no_service_name_names_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
