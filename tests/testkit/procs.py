@@ -16,7 +16,6 @@ import grpc
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol import open_inference_pb2_grpc as pb_grpc
 
-
 _handed_out: set[int] = set()
 
 
