@@ -24,6 +24,7 @@ from edgeinfer.knative.webhook.field_error import (
 )
 from edgeinfer.knative.webhook.go import SECOND, DurationError, parse_duration, sprint
 from edgeinfer.knative.webhook.k8s_names import name_is_dns1035_label
+from edgeinfer.knative.webhook.quantity import QuantityError, parse_json_quantity
 
 CREATOR_ANNOTATION_SUFFIX = "/creator"
 UPDATER_ANNOTATION_SUFFIX = "/lastModifier"
@@ -64,17 +65,37 @@ def semantic_equal(a: Any, b: Any) -> bool:
 
     Go compares structs, where an absent field is its zero value and a nil slice or map equals an empty one.
     Numbers and booleans stay distinct from absence (most such fields are pointers, where 0 is not nil), and
-    resource quantities are compared as written, not by value.
+    resource quantities compare by value, as equality.Semantic's Quantity rule does ("1000m" equals "1").
     """
     if _is_empty(a) and _is_empty(b):
         return True
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return all(semantic_equal(a.get(k), b.get(k)) for k in set(a) | set(b))
+        return all(_field_equal(k, a.get(k), b.get(k)) for k in set(a) | set(b))
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(semantic_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     return bool(a == b)
+
+
+# The fields that hold resource.Quantity values: ResourceRequirements' maps and emptyDir's sizeLimit.
+_QUANTITY_MAPS = ("limits", "requests")
+_QUANTITIES = ("sizeLimit",)
+
+
+def _field_equal(key: str, a: Any, b: Any) -> bool:
+    if key in _QUANTITY_MAPS and isinstance(a, Mapping) and isinstance(b, Mapping):
+        return set(a) == set(b) and all(_quantity_equal(a[k], b[k]) for k in a)
+    if key in _QUANTITIES and a is not None and b is not None:
+        return _quantity_equal(a, b)
+    return semantic_equal(a, b)
+
+
+def _quantity_equal(a: Any, b: Any) -> bool:
+    try:
+        return parse_json_quantity(a) == parse_json_quantity(b)
+    except QuantityError:
+        return semantic_equal(a, b)
 
 
 def _is_empty(value: Any) -> bool:

@@ -30,6 +30,7 @@ from edgeinfer.knative.webhook.keys import (
     UPDATER_ANNOTATION,
 )
 from edgeinfer.knative.webhook.metadata import (
+    semantic_equal,
     set_user_info,
     validate_container_concurrency,
     validate_has_no_autoscaling_annotation,
@@ -346,4 +347,17 @@ def test_validate_rollout_duration_annotation(value: str, want: str) -> None:
 
 
 # Every case of every test function is ported.
+# --- not upstream: Go's semantic equality, which decides whether an update changed the spec ---------------------
+
+
+def test_semantic_equal_compares_quantities_by_value() -> None:
+    old = {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}
+    same = {"containers": [{"resources": {"limits": {"cpu": "1000m", "memory": "1024Mi"}}}]}
+    more = {"containers": [{"resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}]}
+    assert semantic_equal(old, same)
+    assert not semantic_equal(old, more)
+    assert semantic_equal({"emptyDir": {"sizeLimit": "1Gi"}}, {"emptyDir": {"sizeLimit": "1024Mi"}})
+    assert not semantic_equal({"image": "a:1"}, {"image": "a:2"})
+
+
 LEFT_OUT: dict[str, str] = {}
