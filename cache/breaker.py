@@ -42,6 +42,14 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_at: float | None = None
         self.opened_count = 0
+        self._parent: CircuitBreaker | None = None
+
+    def child(self) -> CircuitBreaker:
+        """A new closed breaker with these settings, whose openings also count in this one's `opened_count`: one
+        per node of a Redis Cluster, so a dead node is bypassed while the others serve, and the metric sees it."""
+        child = CircuitBreaker(self.failure_threshold, self.cooldown_seconds, clock=self._clock)
+        child._parent = self
+        return child
 
     def add_listener(self, listener: Callable[[BreakerState, BreakerState], None]) -> None:
         """Call `listener(old, new)` on every state change."""
@@ -94,6 +102,8 @@ class CircuitBreaker:
             self._opened_at = self._clock()
             self._probe_at = None
             self.opened_count += 1
+            if self._parent is not None:
+                self._parent.opened_count += 1
             self._set(BreakerState.OPEN)
 
     def _set(self, state: BreakerState) -> None:

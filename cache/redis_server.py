@@ -161,7 +161,9 @@ class RedisServer:
             # In a 0600 file, not argv: command lines are visible to every local user.
             config = self.dir / "redis.conf"
             config.touch(mode=0o600)
-            config.write_text(f"requirepass {_config_string(self.password)}\n")
+            # masterauth too: a replica of a peer with the same password (a cluster's replicas) must sync.
+            secret = _config_string(self.password)
+            config.write_text(f"requirepass {secret}\nmasterauth {secret}\n")
             argv.append(str(config))
         argv += [
             "--port", str(self.port), "--bind", self.bind, "--save", "", "--appendonly", "no",

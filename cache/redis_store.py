@@ -18,6 +18,16 @@ AUTH, TLS and SELECT.
 The URL may carry a password (`redis://:secret@host:6379/0`) and TLS
 (`rediss://`; TLS options as query parameters, e.g. `?ssl_ca_certs=/ca.pem`).
 The password is never logged: `redact_url` is used for every message.
+
+A Redis Cluster is named by `redis+cluster://[:secret@]host:port,host:port,...`
+(`rediss+cluster://` for TLS), or by `?cluster=true` on a redis:// or rediss://
+URL. redis-py's cluster client discovers the nodes and keeps the slot map
+(CLUSTER SLOTS); each key goes to its slot's master over a pool like the one
+above, one pool and one circuit breaker per master, so a dead master costs
+misses on its slots only. The map is refreshed by a background task (after a
+connection error, a MOVED or CLUSTERDOWN reply, and while any node's breaker
+is not closed), never on a request's clock. Every command here names one key,
+so no operation crosses slots.
 """
 
 from __future__ import annotations
@@ -29,16 +39,18 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import AskError, ClusterDownError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edgeinfer.cache.breaker import BreakerState, CircuitBreaker
@@ -56,6 +68,13 @@ DEFAULT_CONNECT_TIMEOUT: Final = 1.0
 _SECRET_QUERY_KEYS: Final = frozenset({"password", "pass", "auth", "token"})
 # At most this many handshakes in flight: a burst borrows released connections meanwhile.
 _MAX_CONCURRENT_CONNECTS: Final = 8
+_CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+# While a node is failing, the slot map is fetched again this often (a replica's promotion shows up within it).
+CLUSTER_REFRESH_INTERVAL: Final = 0.25
+# A refresh may meet a dead startup node (one connect timeout) before one answers.
+_REFRESH_CONNECT_TIMEOUTS: Final = 3
 
 # Skip CLIENT SETINFO on connect: replies a new connection need not wait for.
 # redis-py 7+ takes driver_info=None; older versions lib_name/lib_version=None.
@@ -98,6 +117,73 @@ def _secrets_of(url: str) -> tuple[str, ...]:
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """A Redis Cluster URL taken apart: its startup nodes, and the options redis-py reads from a URL (AUTH, TLS)."""
+
+    nodes: tuple[tuple[str, int], ...]
+    options: dict[str, Any] = field(repr=False)  # may hold the password
+
+
+def _host_port(item: str, safe: str) -> tuple[str, int]:
+    host, port = item, "6379"
+    if item.startswith("["):  # [IPv6]:port
+        end = item.find("]")
+        host, rest = item[1:end], item[end + 1:]
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise ValueError(f"{safe}: {item!r} is not [address]:port")
+        port = rest[1:] or port
+    elif ":" in item:
+        host, port = item.rsplit(":", 1)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{safe}: {item!r} is not host:port")
+    return host, int(port)
+
+
+def parse_redis_target(url: str) -> str | ClusterUrl:
+    """The URL of one server (any `cluster` query flag removed), or the ClusterUrl when `url` names a Redis
+    Cluster: `redis+cluster://` / `rediss+cluster://` with comma-separated host:port, or `?cluster=true` on a
+    redis:// or rediss:// URL. ValueError (the password redacted) if it is malformed."""
+    safe = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"{safe}: not a URL") from exc
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v.lower() for k, v in pairs if k.lower() == "cluster"]
+    if not flags and parts.scheme not in _CLUSTER_SCHEMES:
+        return url  # the common case, untouched
+    bad = [v for v in flags if v not in _TRUE | _FALSE]
+    if bad:
+        raise ValueError(f"{safe}: cluster={bad[0]!r}; use cluster=true or cluster=false")
+    scheme = _CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
+    cluster = parts.scheme in _CLUSTER_SCHEMES or flags[-1] in _TRUE
+    if parts.scheme in _CLUSTER_SCHEMES and any(v in _FALSE for v in flags):
+        raise ValueError(f"{safe}: {parts.scheme}:// with cluster=false; use {scheme}:// for one server")
+    query = urlencode([(k, v) for k, v in pairs if k.lower() != "cluster"])
+    if not cluster:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    if scheme not in ("redis", "rediss"):
+        raise ValueError(f"{safe}: a Redis Cluster URL is redis+cluster://, rediss+cluster:// or redis[s]://...?cluster=true")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = tuple(_host_port(item.strip(), safe) for item in hosts.split(",") if item.strip())
+    if not nodes:
+        raise ValueError(f"{safe}: no host:port to discover the cluster from")
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"{safe}: a Redis Cluster has database 0 only")
+    host, port = nodes[0]
+    first = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options: dict[str, Any] = dict(parse_url(urlunsplit((scheme, f"{userinfo}@{first}" if userinfo else first, "",
+                                                          query, ""))))
+    for name in ("host", "port"):
+        options.pop(name, None)
+    if options.pop("db", 0) != 0:
+        raise ValueError(f"{safe}: a Redis Cluster has database 0 only")
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    return ClusterUrl(nodes, options)
+
+
 class _Connection(Protocol):
     """The part of redis-py's asyncio Connection used here."""
 
@@ -124,8 +210,11 @@ class _Pool:
         max_size: int,
         connect_timeout: float,
         on_connect_failure: Callable[[BaseException], None],
+        on_connect_error: Callable[[], None] | None = None,
     ) -> None:
+        """`on_connect_failure`: a failed connect nobody waited on; `on_connect_error`: every failed connect."""
         self._make = make
+        self._on_connect_error = on_connect_error
         self._max_size = max(1, max_size)
         self._connect_timeout = connect_timeout
         self._on_connect_failure = on_connect_failure
@@ -226,6 +315,8 @@ class _Pool:
                 with contextlib.suppress(Exception):
                     await conn.disconnect(nowait=True)
             if isinstance(exc, Exception):
+                if self._on_connect_error is not None:
+                    self._on_connect_error()
                 self._fail_waiters(exc)
             raise
         self._connecting -= 1
@@ -269,6 +360,116 @@ class StoredEntry:
     ttl_seconds: float | None
 
 
+@dataclass(slots=True)
+class _Route:
+    """Where a command goes: a pool of connections to one server and the breaker that guards it."""
+
+    pool: _Pool
+    breaker: CircuitBreaker
+    node: str = ""  # host:port of a cluster's master; "" for a single server
+
+
+class _ClusterRoutes:
+    """Slot -> master's route, from redis-py's cluster client (its NodesManager reads CLUSTER SLOTS).
+
+    The table is replaced whole by a background refresh, so a request only ever indexes a list. `breaker` guards
+    the refreshes (it opens when no node answers CLUSTER SLOTS); each master's route has a child of it.
+    """
+
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        *,
+        make_route: Callable[[ClusterNode], _Route],
+        breaker: CircuitBreaker,
+        refresh_timeout: float,
+        on_failure: Callable[[BaseException], None],
+        spawn: Callable[[Awaitable[Any]], None],
+    ) -> None:
+        self.cluster = cluster
+        self.breaker = breaker
+        self._make_route = make_route
+        self._refresh_timeout = refresh_timeout
+        self._on_failure = on_failure
+        self._spawn = spawn
+        self._slots: list[_Route | None] = []
+        self._routes: dict[str, _Route] = {}
+        self._stale = False
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def masters(self) -> list[_Route]:
+        return list(self._routes.values())
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._slots)
+
+    def route(self, name: bytes) -> _Route | None:
+        """The route for a key, or None (and a refresh under way) while its slot's master is unknown."""
+        route = self._slots[key_slot(name)] if self._slots else None
+        if route is None:
+            self.refresh()
+        return route
+
+    def refresh(self) -> None:
+        """Fetch the slot map again soon, in the background; at most one refresh at a time."""
+        self._stale = True
+        if not self._closed and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        # While a master fails, keep polling: its replica's promotion shows up in the map, not as an error.
+        while True:
+            self._stale = False
+            await self.refresh_now()
+            if not self._stale and self.ready and all(r.breaker.state is BreakerState.CLOSED for r in self.masters):
+                return
+            await asyncio.sleep(CLUSTER_REFRESH_INTERVAL)  # poll interval, between two fetches of the map
+
+    async def refresh_now(self) -> bool:
+        """Fetch the slot map now (bounded); False if the refresh breaker refused it or no node answered."""
+        if not self.breaker.allow():
+            return False
+        try:
+            async with asyncio.timeout(self._refresh_timeout):
+                await self.cluster.nodes_manager.initialize()
+        except Exception as exc:
+            self._on_failure(exc)
+            return False
+        self.breaker.record_success()
+        self._install()
+        return True
+
+    def _install(self) -> None:
+        table: list[_Route | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+        routes: dict[str, _Route] = {}
+        for slot, nodes in self.cluster.nodes_manager.slots_cache.items():
+            if not nodes:
+                continue
+            master = nodes[0]
+            route = routes.get(master.name)
+            if route is None:
+                route = self._routes.get(master.name) or self._make_route(master)
+                routes[master.name] = route
+            table[slot] = route
+        for name, old in self._routes.items():
+            if name not in routes:  # no longer a master (failed over, removed): its connections go
+                self._spawn(old.pool.close())
+        self._routes, self._slots = routes, table if routes else []
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(route.pool.close() for route in self.masters), return_exceptions=True)
+        manager = self.cluster.nodes_manager
+        # The client's own connections (CLUSTER SLOTS): its initialize() was never called, so neither is aclose().
+        await asyncio.gather(manager.aclose(), manager.aclose("startup_nodes"), return_exceptions=True)
+
+
 class _Failed:
     """Marks an operation that did not complete (refused, timed out, failed)."""
 
@@ -291,7 +492,11 @@ class RedisStore:
         counters: Counters | None = None,
         **connection_options: Any,
     ) -> None:
-        """`connection_options` go to redis-py's Connection (e.g. ssl_certfile); the URL's query wins."""
+        """`connection_options` go to redis-py's Connection (e.g. ssl_certfile); the URL's query wins.
+
+        For a cluster URL, `max_connections` and `min_connections` are per master, and `breaker` guards the
+        discovery of the slot map; each master gets a child of it (same settings, openings counted in it).
+        """
         self.safe_url = redact_url(url)
         self.key_prefix = key_prefix.encode()
         self.get_timeout = get_timeout
@@ -313,16 +518,69 @@ class RedisStore:
             **_NO_SETINFO,
             **connection_options,
         }
-        # Used only as a factory of configured connections (URL, AUTH, TLS, db).
-        self._factory = aioredis.ConnectionPool.from_url(url, **options)
+        self.max_connections = max_connections
         self._ssl_context: Any = None
-        self._pool = _Pool(self._make_connection, max_connections, connect_timeout, self._connect_failed)
+        self._single: _Route | None = None
+        self._routes: _ClusterRoutes | None = None
+        target = parse_redis_target(url)
+        if isinstance(target, ClusterUrl):
+            self._routes = self._cluster_routes(target, options)
+            return
+        # Used only as a factory of configured connections (URL, AUTH, TLS, db).
+        self._factory = aioredis.ConnectionPool.from_url(target, **options)
+        pool = _Pool(self._make_connection, max_connections, connect_timeout,
+                     lambda exc: self._connect_failed(exc, self.breaker))
+        self._single = _Route(pool, self.breaker)
         if urlsplit(url).scheme == "rediss":
             self._make_connection()  # build the TLS context now, at start-up, not during traffic
 
+    def _cluster_routes(self, target: ClusterUrl, options: dict[str, Any]) -> _ClusterRoutes:
+        if b"{" in self.key_prefix and b"}" in self.key_prefix.split(b"{", 1)[1]:
+            log.warning("redis cache %s: key prefix %r holds a {hash tag}: every entry lands in one slot, on one "
+                        "master", self.safe_url, self.key_prefix.decode(errors="replace"))
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            # A cache serves the slots it can: a slot with no master is a miss, not a cluster-wide outage.
+            require_full_coverage=False,
+            **{**options, **target.options},
+        )
+        if cluster.connection_kwargs.get("connection_class") is SSLConnection:
+            node = cluster.startup_nodes[0]
+            self._shared_tls(node.connection_class(**node.connection_kwargs))  # the TLS context, at start-up
+        return _ClusterRoutes(
+            cluster,
+            make_route=self._cluster_route,
+            breaker=self.breaker,
+            refresh_timeout=self.connect_timeout * _REFRESH_CONNECT_TIMEOUTS,
+            on_failure=lambda exc: self._connect_failed(exc, self.breaker),
+            spawn=self._spawn,
+        )
+
+    def _cluster_route(self, node: ClusterNode) -> _Route:
+        """A master's pool (the cluster client's AUTH/TLS settings for that node, no retries) and breaker."""
+        kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        breaker = self.breaker.child()
+        breaker.add_listener(lambda old, new: self._on_breaker_change(old, new, node.name))
+
+        def refresh() -> None:
+            if self._routes is not None:
+                self._routes.refresh()
+
+        pool = _Pool(
+            lambda: self._shared_tls(node.connection_class(**kwargs)),
+            self.max_connections,
+            self.connect_timeout,
+            lambda exc: self._connect_failed(exc, breaker),
+            on_connect_error=refresh,
+        )
+        pool.warm(self.min_connections)
+        return _Route(pool, breaker, node.name)
+
     def _make_connection(self) -> Any:
         make: Callable[[], Any] = self._factory.make_connection
-        conn = make()
+        return self._shared_tls(make())
+
+    def _shared_tls(self, conn: Any) -> Any:
         # redis-py builds an SSLContext per connection, and create_default_context() loads the
         # system CA store: tens of ms blocking the event loop. Build it once and share it.
         holder = getattr(conn, "ssl_context", None)
@@ -337,9 +595,16 @@ class RedisStore:
         return f"RedisStore({self.safe_url!r}, key_prefix={self.key_prefix!r})"
 
     @property
+    def cluster(self) -> bool:
+        return self._routes is not None
+
+    @property
     def connections(self) -> int:
-        """Connections open or being opened (at most max_connections)."""
-        return self._pool.size
+        """Connections open or being opened (at most max_connections, per master on a cluster)."""
+        if self._routes is not None:
+            return sum(route.pool.size for route in self._routes.masters)
+        assert self._single is not None
+        return self._single.pool.size
 
     def redis_key(self, key: bytes) -> bytes:
         return self.key_prefix + key.hex().encode()
@@ -355,7 +620,7 @@ class RedisStore:
             pttl = await conn.read_response()
             return value, int(pttl)
 
-        result = await self._run(op, self.get_timeout)
+        result = await self._run(op, self.get_timeout, name)
         if isinstance(result, _Failed):
             return None
         value, pttl = result
@@ -373,24 +638,40 @@ class RedisStore:
         if not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
             return False
         ttl_ms = max(1, round(ttl_seconds * 1000))
-        result = await self._run(self._command("SET", self.redis_key(key), value, "PX", ttl_ms), self.write_timeout)
+        name = self.redis_key(key)
+        result = await self._run(self._command("SET", name, value, "PX", ttl_ms), self.write_timeout, name)
         if isinstance(result, _Failed):
             return False
         self.counters.redis_writes += 1
         return True
 
     async def delete(self, key: bytes) -> bool:
-        result = await self._run(self._command("DEL", self.redis_key(key)), self.write_timeout)
+        name = self.redis_key(key)
+        result = await self._run(self._command("DEL", name), self.write_timeout, name)
         return not isinstance(result, _Failed)
 
     async def ping(self, timeout: float | None = None) -> bool:
-        """True if the server answers PING within `timeout` (default: the connect timeout)."""
-        result = await self._run(self._command("PING"), timeout or self.connect_timeout)
-        return not isinstance(result, _Failed)
+        """True if the server (every master of a cluster) answers PING within `timeout` (default: the connect
+        timeout)."""
+        budget = timeout or self.connect_timeout
+        if self._routes is None:
+            assert self._single is not None
+            return not isinstance(await self._run_on(self._single, self._command("PING"), budget), _Failed)
+        masters = self._routes.masters
+        if not masters:
+            return False
+        results = await asyncio.gather(*(self._run_on(route, self._command("PING"), budget) for route in masters))
+        return not any(isinstance(result, _Failed) for result in results)
 
     async def start(self) -> bool:
-        """Open `min_connections` connections ahead of traffic and check the server answers."""
-        self._pool.warm(self.min_connections)
+        """Open `min_connections` connections ahead of traffic (per master: the slot map is fetched first) and
+        check the server answers."""
+        if self._routes is not None:
+            if not self._routes.ready and not await self._routes.refresh_now():
+                return False
+        else:
+            assert self._single is not None
+            self._single.pool.warm(self.min_connections)
         return await self.ping()
 
     async def close(self) -> None:
@@ -398,7 +679,10 @@ class RedisStore:
             await asyncio.wait(self._background, timeout=self.write_timeout * 2)
         for task in list(self._background):
             task.cancel()
-        await self._pool.close()
+        if self._routes is not None:
+            await self._routes.close()
+        if self._single is not None:
+            await self._single.pool.close()
 
     @staticmethod
     def _command(*args: Any) -> Callable[[_Connection], Awaitable[Any]]:
@@ -408,15 +692,24 @@ class RedisStore:
 
         return op
 
-    async def _run(self, op: Callable[[_Connection], Awaitable[T]], budget: float) -> T | _Failed:
-        if not self.breaker.allow():
+    async def _run(self, op: Callable[[_Connection], Awaitable[T]], budget: float, name: bytes) -> T | _Failed:
+        route = self._single if self._routes is None else self._routes.route(name)
+        if route is None:
+            # A cluster whose slot map is not known yet (a refresh is under way): a miss, not a wait.
+            self.counters.redis_bypassed += 1
+            return _FAILED
+        return await self._run_on(route, op, budget)
+
+    async def _run_on(self, route: _Route, op: Callable[[_Connection], Awaitable[T]], budget: float) -> T | _Failed:
+        breaker, pool = route.breaker, route.pool
+        if not breaker.allow():
             self.counters.redis_bypassed += 1
             return _FAILED
         conn: _Connection | None = None
         done = False
         try:
             async with asyncio.timeout(budget):
-                conn = await self._pool.acquire()
+                conn = await pool.acquire()
                 result = await op(conn)
             done = True
         except (TimeoutError, RedisTimeoutError) as exc:
@@ -425,49 +718,57 @@ class RedisStore:
                 # Never got a connection: all busy, or a handshake still under way (e.g. a stalled
                 # server accepts but does not answer). Still a failure: the budget was missed.
                 self.counters.redis_pool_timeouts += 1
-            self._failure(f"timed out after {budget * 1000:.0f} ms", exc)
+            self._failure(f"timed out after {budget * 1000:.0f} ms", exc, breaker, route.node)
         except ResponseError as exc:
-            # Redis answered (e.g. OOM on SET): it is up, but this operation failed.
             self.counters.redis_errors += 1
+            if self._routes is not None and isinstance(exc, AskError | ClusterDownError):
+                # MOVED/ASK: the slot lives elsewhere now; CLUSTERDOWN: a failover is under way. Fetch the map
+                # again. Not a breaker failure: the node answered at once, and serves again as soon as the
+                # cluster does (an open breaker would keep it bypassed for a cooldown after that).
+                self._routes.refresh()
+            # Redis answered (e.g. OOM on SET): it is up, but this operation failed.
             log.debug("redis cache %s: %s", self.safe_url, self._scrub(exc))
         except Exception as exc:
             self.counters.redis_errors += 1
             if isinstance(exc, RedisConnectionError | OSError):
-                self._pool.discard_idle()
-            self._failure(self._scrub(exc), exc)
+                pool.discard_idle()
+                if self._routes is not None:
+                    self._routes.refresh()
+            self._failure(self._scrub(exc), exc, breaker, route.node)
         finally:
             if conn is not None:
                 # Any interruption may leave replies unread: such a connection is never reused.
                 if done:
-                    self._pool.release(conn)
+                    pool.release(conn)
                 else:
-                    self._pool.discard(conn)
+                    pool.discard(conn)
         if not done:
             return _FAILED
-        self.breaker.record_success()
+        breaker.record_success()
         return result
 
-    def _connect_failed(self, exc: BaseException) -> None:
-        # A background connect failed with nobody waiting on it (warm-up): still evidence for the breaker.
+    def _connect_failed(self, exc: BaseException, breaker: CircuitBreaker) -> None:
+        # A background connect (or a cluster's map refresh) failed with nobody waiting on it: still evidence.
         self.counters.redis_errors += 1
-        self._failure(self._scrub(exc), exc)
+        self._failure(self._scrub(exc), exc, breaker)
 
-    def _failure(self, reason: str, exc: BaseException) -> None:
-        self._last_error = reason
-        log.debug("redis cache %s: %s (%s)", self.safe_url, reason, type(exc).__name__)
-        self.breaker.record_failure()
+    def _failure(self, reason: str, exc: BaseException, breaker: CircuitBreaker, node: str = "") -> None:
+        self._last_error = f"{node}: {reason}" if node else reason
+        log.debug("redis cache %s: %s (%s)", self.safe_url, self._last_error, type(exc).__name__)
+        breaker.record_failure()
 
-    def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
+    def _on_breaker_change(self, old: BreakerState, new: BreakerState, node: str = "") -> None:
         # The only log lines an outage produces, instead of one per request.
+        where = f"{self.safe_url} (node {node})" if node else self.safe_url
         if new is BreakerState.OPEN and old is BreakerState.CLOSED:
             log.warning(
                 "redis cache %s unavailable (%s); serving without it, retrying in %.1fs",
-                self.safe_url, self._last_error or "failures", self.breaker.cooldown_seconds,
+                where, self._last_error or "failures", self.breaker.cooldown_seconds,
             )
         elif new is BreakerState.OPEN:
-            log.debug("redis cache %s: probe failed (%s)", self.safe_url, self._last_error)
+            log.debug("redis cache %s: probe failed (%s)", where, self._last_error)
         elif new is BreakerState.CLOSED:
-            log.info("redis cache %s available again", self.safe_url)
+            log.info("redis cache %s available again", where)
 
     def _scrub(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
