@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from edgeinfer.cache.redis_store import ClusterUrl, parse_redis_target, redact_url
+
 DEFAULT_TOPOLOGY_FILE = Path(__file__).with_name("default-topology.yaml")
 DEFAULT_ENTRY_PORT = 8001  # Triton's gRPC port: clients find the stack where they expect Triton
 DEFAULT_ENVOY_ADMIN_PORT = 9901  # Envoy's own default
@@ -88,18 +90,34 @@ HostPort = Annotated[str, AfterValidator(_hostport)]
 
 
 def _redis_url(value: str) -> str:
-    parts = urlsplit(value)
+    try:
+        target = parse_redis_target(value)  # a Redis Cluster URL is checked there, node by node
+    except ValueError as error:
+        raise ValueError(str(error)) from None
+    if isinstance(target, ClusterUrl):
+        return value
+    parts = urlsplit(target)
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"{value!r} is not a redis:// or rediss:// URL")
+        raise ValueError(f"{redact_url(value)!r} is not a redis://, rediss:// or redis+cluster:// URL")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{value!r}: the port is not a number in 1-65535") from None
+        raise ValueError(f"{redact_url(value)!r}: the port is not a number in 1-65535") from None
     if not parts.hostname:
-        raise ValueError(f"{value!r} has no host")
+        raise ValueError(f"{redact_url(value)!r} has no host")
     if port is None:
-        raise ValueError(f"{value!r} has no port (e.g. redis://127.0.0.1:6380/0)")
+        raise ValueError(f"{redact_url(value)!r} has no port (e.g. redis://127.0.0.1:6380/0)")
     return value
+
+
+def redis_endpoints(url: str) -> list[tuple[str, int]]:
+    """The host:port pairs a validated Redis URL names: one server, or a cluster's startup nodes."""
+    target = parse_redis_target(url)
+    if isinstance(target, ClusterUrl):
+        return list(target.nodes)
+    parts = urlsplit(target)
+    assert parts.hostname is not None and parts.port is not None  # validated
+    return [(parts.hostname, parts.port)]
 
 
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
@@ -247,9 +265,8 @@ def _check_consistency(topology: Topology) -> list[str]:
     for i, region in enumerate(topology.regions):
         endpoints = [(f"regions[{i}].gateway.grpc[{k}]", e) for k, e in enumerate(region.gateway.grpc)]
         endpoints += [(f"regions[{i}].gateway.{f}", getattr(region.gateway, f)) for f in ("admin", "rest")]
-        redis = urlsplit(region.redis)
-        assert redis.hostname is not None and redis.port is not None  # validated above
-        endpoints.append((f"regions[{i}].redis", join_hostport(redis.hostname, redis.port)))
+        for host, port in redis_endpoints(region.redis):
+            endpoints.append((f"regions[{i}].redis", join_hostport(host, port)))
         for where, endpoint in endpoints:
             if endpoint is None:
                 continue

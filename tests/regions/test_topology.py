@@ -15,6 +15,7 @@ from edgeinfer.regions.topology import (
     dump_topology,
     load_topology,
     parse_topology,
+    redis_endpoints,
 )
 from edgeinfer.stack.state import entry_address, local_layout
 
@@ -36,6 +37,15 @@ def test_default_topology_layout() -> None:
     assert topology.region("ap-south").neighbours[0] == "eu-west"
     moved = default_topology(9000, redis_base_port=7000)
     assert moved.regions[2].gateway.grpc == ["127.0.0.1:9020"] and moved.regions[2].redis.endswith(":7002/0")
+
+
+def test_a_region_may_use_a_redis_cluster() -> None:
+    data = copy.deepcopy(default_topology().to_dict())
+    data["regions"][0]["redis"] = "redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001,[::1]:7002"
+    data["regions"][1]["redis"] = "redis://127.0.0.1:7100?cluster=true"
+    topology = parse_topology(data)
+    assert topology.regions[0].redis.startswith("redis+cluster://")
+    assert redis_endpoints(topology.regions[0].redis) == [("127.0.0.1", 7000), ("127.0.0.1", 7001), ("::1", 7002)]
 
 
 def test_dump_round_trips(tmp_path: Path) -> None:
@@ -108,6 +118,9 @@ BAD = [
     (_set("regions[1].neighbors", []), "regions[1].neighbors", "unknown field"),
     (_set("regions[1].gateway.admin", "127.0.0.1:8101"), "regions[1].gateway.admin", "already used by regions[0]"),
     (_set("regions[2].redis", "redis://127.0.0.1:8001/0"), "regions[2].redis", "already used by entry"),
+    (_set("regions[2].redis", "redis+cluster://127.0.0.1:7000,127.0.0.1:8001"), "regions[2].redis", "used by entry"),
+    (_set("regions[2].redis", "redis+cluster://127.0.0.1:7000/1"), "regions[2].redis", "database 0 only"),
+    (_set("regions[2].redis", "redis://:pw@127.0.0.1:7000?cluster=maybe"), "regions[2].redis", "cluster=true"),
     (_set("entry", 0), "entry", "greater than or equal to 1"),
     (_set("regions", []), "regions", "at least 1"),
     (_set("regins", []), "regins", "unknown field"),
