@@ -44,6 +44,9 @@ class LoadSettings:
     concurrency_limit: int | None
     timeout_ms: float
     inputs: tuple[str, ...]  # NAME:DATATYPE:DIMS, so no step depends on ModelMetadata
+    channels: int = 1  # gRPC channels (TCP connections) per process: several spread load over SO_REUSEPORT workers
+    unique: bool = False  # every request's input bytes distinct (cache misses)
+    seed: int | None = None  # payload data; a new seed per --unique run, or a rerun repeats the last run's inputs
 
     def argv(self) -> list[str]:
         args = [
@@ -54,6 +57,12 @@ class LoadSettings:
         ]  # fmt: skip
         if self.concurrency_limit is not None:
             args += ["--concurrency-limit", str(self.concurrency_limit)]
+        if self.channels != 1:
+            args += ["--channels", str(self.channels)]
+        if self.unique:
+            args.append("--unique")
+        if self.seed is not None:
+            args += ["--seed", str(self.seed)]
         for spec in self.inputs:
             args += ["--input", spec]
         return args

@@ -3,9 +3,12 @@
 ModelInfer answers every request with one fixed, pre-serialized response and never
 parses the request: whatever this server sustains is what Python gRPC itself costs.
 The readiness RPCs and the standard health service answer so that benchmark harnesses
-can treat it like a real server.
+can treat it like a real server. With `--input` (repeatable, `edgeinfer bench`'s NAME:DATATYPE:DIMS)
+ModelMetadata and ModelConfig describe those inputs and the output, and ModelStatistics answers
+zero counts, all built once: enough for perf_analyzer, which reads all three, to drive it.
 
     python benchmarks/common/echo_server.py --port 8001 [--host 127.0.0.1]
+        [--input features:FP32:-1,30 --max-batch-size 64]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,7 +40,49 @@ def fixed_response(model: str, output: str, elements: int) -> bytes:
     return response.SerializeToString()
 
 
-def _handlers(reply: bytes) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What ModelMetadata and ModelConfig say about the echoed model (for perf_analyzer)."""
+
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]  # name, datatype, dims (-1: the batch dimension)
+    output: str
+    output_elements: int
+    max_batch_size: int
+
+
+def parse_input(text: str) -> tuple[str, str, tuple[int, ...]]:
+    """NAME:DATATYPE:d1,d2,... as `edgeinfer bench --input` takes it."""
+    name, _, rest = text.partition(":")
+    datatype, _, dims = rest.partition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:DATATYPE:d1,d2,...") from None
+    if not (name and datatype):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:DATATYPE:d1,d2,...")
+    return name, datatype.upper(), shape
+
+
+def _described(description: Description, model_name: str) -> tuple[bytes, bytes]:
+    """(ModelMetadataResponse, ModelConfigResponse) for `model_name`, serialized."""
+    batching = description.max_batch_size > 0
+    metadata = pb.ModelMetadataResponse(name=model_name, versions=["1"], platform="echo")
+    config = pb.ModelConfigResponse()
+    config.config.name = model_name
+    config.config.platform = "echo"
+    config.config.max_batch_size = description.max_batch_size
+    for name, datatype, dims in description.inputs:
+        metadata.inputs.add(name=name, datatype=datatype, shape=list(dims))
+        tensor = config.config.input.add(name=name, data_type=pb.DataType.Value(f"TYPE_{datatype}"))
+        tensor.dims.extend(list(dims[1:] if batching else dims))
+    out_dims = [-1, description.output_elements] if batching else [1, description.output_elements]
+    metadata.outputs.add(name=description.output, datatype="FP32", shape=out_dims)
+    output = config.config.output.add(name=description.output, data_type=pb.DataType.TYPE_FP32)
+    output.dims.extend(out_dims[1:] if batching else out_dims)
+    return metadata.SerializeToString(), config.SerializeToString()
+
+
+def _handlers(reply: bytes, description: Description | None = None) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     ready = pb.ServerReadyResponse(ready=True).SerializeToString()
     live = pb.ServerLiveResponse(live=True).SerializeToString()
     model_ready = pb.ModelReadyResponse(ready=True).SerializeToString()
@@ -50,11 +96,13 @@ def _handlers(reply: bytes) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return grpc.unary_unary_rpc_method_handler(handler)
 
     async def model_metadata(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        # Names the model asked about; lists no tensors (clients pass shapes explicitly).
+        # Names the model asked about; without a description it lists no tensors (clients pass shapes).
         name = pb.ModelMetadataRequest.FromString(request).name
+        if description is not None:
+            return _described(description, name)[0]
         return pb.ModelMetadataResponse(name=name, versions=["1"], platform="echo").SerializeToString()
 
-    return {
+    handlers = {
         "ServerLive": constant(live),
         "ServerReady": constant(ready),
         "ModelReady": constant(model_ready),
@@ -62,16 +110,33 @@ def _handlers(reply: bytes) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         "ModelMetadata": grpc.unary_unary_rpc_method_handler(model_metadata),
         "ModelInfer": constant(reply),
     }
+    if description is not None:
+
+        async def model_config(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            return _described(description, pb.ModelConfigRequest.FromString(request).name)[1]
+
+        async def model_statistics(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            # Zero counts: the echo keeps none, and perf_analyzer only needs the model listed.
+            name = pb.ModelStatisticsRequest.FromString(request).name
+            reply = pb.ModelStatisticsResponse()
+            reply.model_stats.add(name=name, version="1")
+            return reply.SerializeToString()
+
+        handlers["ModelConfig"] = grpc.unary_unary_rpc_method_handler(model_config)
+        handlers["ModelStatistics"] = grpc.unary_unary_rpc_method_handler(model_statistics)
+    return handlers
 
 
-async def serve(host: str, port: int, reply: bytes, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    host: str, port: int, reply: bytes, stop: asyncio.Event | None = None, description: Description | None = None
+) -> None:
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(reply)),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(reply, description)),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"
@@ -97,12 +162,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="echo", help="model_name put in the reply (default echo)")
     parser.add_argument("--output", default="probabilities", help="output tensor name (default probabilities)")
     parser.add_argument("--output-elements", type=int, default=2, help="FP32 elements in the [1, N] output (default 2)")
+    parser.add_argument(
+        "--input",
+        type=parse_input,
+        action="append",
+        default=[],
+        metavar="NAME:DATATYPE:DIMS",
+        help="describe an input in ModelMetadata/ModelConfig, and answer ModelStatistics (for perf_analyzer)",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=0, help="ModelConfig's max_batch_size (with --input)")
     args = parser.parse_args(argv)
+    description = (
+        Description(tuple(args.input), args.output, args.output_elements, args.max_batch_size) if args.input else None
+    )
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(args.host, args.port, fixed_response(args.model, args.output, args.output_elements)))
+    reply = fixed_response(args.model, args.output, args.output_elements)
+    asyncio.run(serve(args.host, args.port, reply, description=description))
     return 0
 
 

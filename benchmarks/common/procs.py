@@ -32,12 +32,19 @@ class ServerFailed(RuntimeError):
     """A server exited, or did not become ready in time. The message carries its log's tail."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nothing listens on right now (the OS picks it; a small race remains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nothing listens on right now (the OS picks it; a small race remains), never one handed out
+    before in this process: the kernel may give the same free port to two calls in a row."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class ManagedProcess:
