@@ -4,8 +4,10 @@ Per model and resolved version, with Triton's meanings for what a gateway sees:
 
 - success / fail: requests and the ns of the whole request at the gateway (cache hits included);
 - inference_count: batch elements of successful requests that were not cache hits;
-- execution_count and compute_infer: the function calls made (background refreshes too) and their ns as the
-  gateway observed them; batch_stats per batch size of those calls;
+- execution_count: the function calls made (background refreshes too); batch_stats per batch size of those calls;
+- compute_infer: counted per request as Triton counts it (every success that was not a cache hit, coalesced
+  requests included, as requests batched into one execution are), with the ns of the function calls as the
+  gateway observed them;
 - cache_hit: hits and the ns of their lookups; cache_miss: misses and the ns of lookup plus insert;
 - queue, compute_input and compute_output: counted as Triton counts them, 0 ns (the gateway has no queue and
   cannot see inside a function's compute).
@@ -39,7 +41,6 @@ class ModelCounters:
         "cache_hit_ns",
         "cache_miss_count",
         "cache_miss_ns",
-        "compute_count",
         "compute_ns",
         "execution_count",
         "fail_count",
@@ -62,7 +63,6 @@ class ModelCounters:
         self.cache_hit_ns = 0
         self.cache_miss_count = 0
         self.cache_miss_ns = 0
-        self.compute_count = 0
         self.compute_ns = 0
         # Bounded by the model's max_batch_size: the data plane validates a batch before it is counted.
         self.batches: dict[int, BatchCounters] = {}
@@ -70,7 +70,6 @@ class ModelCounters:
     def execution(self, batch: int, ns: int) -> None:
         """One successful function call of `batch` elements that took `ns`."""
         self.execution_count += 1
-        self.compute_count += 1
         self.compute_ns += ns
         counters = self.batches.get(batch)
         if counters is None:
@@ -92,7 +91,8 @@ class ModelCounters:
                 fail=pb.StatisticDuration(count=self.fail_count, ns=self.fail_ns),
                 queue=pb.StatisticDuration(count=self.success_count, ns=0),
                 compute_input=pb.StatisticDuration(count=computed, ns=0),
-                compute_infer=pb.StatisticDuration(count=self.compute_count, ns=self.compute_ns),
+                # perf_analyzer requires the three compute counts to be equal, as Triton keeps them.
+                compute_infer=pb.StatisticDuration(count=computed, ns=self.compute_ns),
                 compute_output=pb.StatisticDuration(count=computed, ns=0),
                 cache_hit=pb.StatisticDuration(count=self.cache_hit_count, ns=self.cache_hit_ns),
                 cache_miss=pb.StatisticDuration(count=self.cache_miss_count, ns=self.cache_miss_ns),
