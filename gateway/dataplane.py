@@ -3,11 +3,16 @@
 validate against the function's metadata → look the request up in the cache
 (L1, then Redis) → on a miss, one call per distinct request (single-flight)
 to a function through the backend → store the reply without delaying it.
+
+A front that has the request's bytes (gRPC ModelInfer) looks them up first, before
+parsing anything (wire_lookup, wire_hit: cache/wire_key.py); a wire miss takes the
+path above, which fills the wire entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +20,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+from google.protobuf.message import DecodeError
+
 from edgeinfer.cache.key import uncacheable_reason
+from edgeinfer.cache.wire_key import wire_cacheable, wire_key
 from edgeinfer.gateway.backends.base import Backend, BackendError, request_arrival
 from edgeinfer.gateway.metrics import GatewayMetrics
 from edgeinfer.gateway.statistics import GatewayStatistics, ModelCounters
@@ -32,7 +40,14 @@ from edgeinfer.protocol.tensors import (
     requested_outputs,
 )
 from edgeinfer.protocol.tracing import Tracing
-from edgeinfer.protocol.wire import id_field, parameter_field
+from edgeinfer.protocol.wire import (
+    ScannedInferRequest,
+    id_field,
+    id_field_bytes,
+    parameter_field,
+    request_version_field,
+    scan_infer_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,9 @@ class Hit(Protocol):
 
     @property
     def refresh(self) -> bool: ...
+
+    @property
+    def ttl_seconds(self) -> float: ...  # what is left of the entry's life (inf: no TTL)
 
 
 class Cache(Protocol):
@@ -91,6 +109,9 @@ class ModelView:
     timeout_seconds: float
     metadata: pb.ModelMetadataResponse
     fetched_at: float
+    # Names this metadata in wire keys: another answer from the function (inputs, versions, cache settings)
+    # gives other keys, so a wire entry never outlives the validation it stands for.
+    tag: bytes = b""
 
     @classmethod
     def from_metadata(cls, metadata: pb.ModelMetadataResponse, default_timeout: float) -> ModelView:
@@ -113,6 +134,7 @@ class ModelView:
             timeout_seconds=timeout,
             metadata=metadata,
             fetched_at=time.monotonic(),
+            tag=hashlib.blake2b(metadata.SerializeToString(deterministic=True), digest_size=16).digest(),
         )
 
 
@@ -120,6 +142,29 @@ class ModelView:
 class InferOutcome:
     payload: bytes  # a serialized ModelInferResponse, ready to send
     cache: str  # hit-l1 | hit-redis | miss | coalesced | bypass
+
+
+@dataclass(slots=True)
+class WireLookup:
+    """A serialized request's wire-level key, with what a hit needs to answer it unparsed."""
+
+    scanned: ScannedInferRequest
+    key: bytes
+    view: ModelView
+    version: str  # resolved
+    tenant: str
+    started: int  # perf_counter_ns when the request arrived
+    lookup_ns: int = 0  # the wire lookup's time, once done
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    decoded: dict[str, Array]
+    raw: bool
+    batch: int
+    budget: float
+    forward: bytes
+    use_cache: bool
 
 
 class GatewayDataPlane:
@@ -132,13 +177,17 @@ class GatewayDataPlane:
         cache: Cache | None = None,
         flights: Flights | None = None,
         key_function: KeyFunction | None = None,
+        wire_cache: Cache | None = None,
         metadata_ttl_seconds: float = 30.0,
         default_timeout_seconds: float = 10.0,
     ) -> None:
+        """`wire_cache` holds the wire entries (default: `cache`, whose two tiers they then share; wire keys never
+        equal canonical ones)."""
         self.backend = backend
         self.metrics = metrics
         self.tracing = tracing
         self._cache = cache
+        self._wire_cache = wire_cache if wire_cache is not None else cache
         self._flights = flights
         self._key = key_function
         self._metadata_ttl = metadata_ttl_seconds
@@ -268,6 +317,53 @@ class GatewayDataPlane:
 
     # -- inference ---------------------------------------------------------------------------
 
+    def wire_lookup(self, data: bytes, tenant: str = DEFAULT_TENANT) -> WireLookup | None:
+        """The wire-level key of a serialized ModelInferRequest (cache/wire_key.py), or None where that path does
+        not apply and the request is parsed first: no cache, a fault delay set, bytes the scan will not vouch
+        for, a model whose view is not fetched or is stale, an unknown version, a request the cache would not
+        keep. Takes no I/O: a scan of the top-level fields and one hash."""
+        started = time.perf_counter_ns()
+        if self._wire_cache is None or self._key is None or self.fault_delay:
+            return None
+        scanned = scan_infer_request(data)
+        if scanned is None:
+            return None
+        view = self._views.get((scanned.model_name, ""))
+        if view is None or not view.cache_enabled or time.monotonic() - view.fetched_at >= self._metadata_ttl:
+            return None
+        version = scanned.model_version or view.version
+        if version not in view.versions or not wire_cacheable(scanned):
+            return None
+        tenant = authenticated_tenant.get() or tenant
+        key = wire_key(scanned, tenant=tenant, version=version, model_tag=view.tag)
+        return WireLookup(scanned, key, view, version, tenant, started)
+
+    async def wire_hit(self, wire: WireLookup) -> InferOutcome | None:
+        """Answer from the wire entry, never decoding a tensor: the stored reply with the caller's id and the
+        cache status appended. None on a miss: the caller parses the request and calls infer(..., wire=wire),
+        which fills the entry. Counted in statistics and metrics as every hit is."""
+        assert self._wire_cache is not None
+        model = wire.view.name
+        counters = self.statistics_table.counters(model, wire.version)
+        try:
+            looked_up = time.perf_counter_ns()
+            with self.tracing.child_span("cache.lookup", {"model": model, "key": "wire"}):
+                hit = await self._wire_cache.get(wire.key)
+            wire.lookup_ns = time.perf_counter_ns() - looked_up
+        except BaseException as exc:  # cancelled while Redis answered: the client went away
+            self._failed(counters, model, wire.started, exc)
+            raise
+        if hit is None:
+            return None
+        counters.cache_hit_count += 1
+        counters.cache_hit_ns += wire.lookup_ns
+        if hit.refresh:  # XFetch: recompute before expiry, in the background (the request is parsed there)
+            self._spawn(self._refresh_from_wire(wire))
+        status = f"hit-{hit.tier}"
+        outcome = InferOutcome(hit.payload + id_field_bytes(wire.scanned.request_id) + _STATUS_FIELDS[status], status)
+        self._succeeded(counters, model, status, wire.started)
+        return outcome
+
     async def infer(
         self,
         request: pb.ModelInferRequest,
@@ -275,10 +371,13 @@ class GatewayDataPlane:
         raw_request: bytes | None = None,
         tenant: str = DEFAULT_TENANT,
         timeout: float | None = None,
+        wire: WireLookup | None = None,
     ) -> InferOutcome:
-        started = time.perf_counter_ns()
+        """Serve a parsed request. `raw_request` is its serialization when the front has it (forwarded as it is
+        where no rewrite is needed); `wire` is its wire lookup that missed, whose entry the answer fills."""
+        started = wire.started if wire is not None else time.perf_counter_ns()
         request_arrival.set(time.monotonic())
-        tenant = authenticated_tenant.get() or tenant
+        tenant = wire.tenant if wire is not None else authenticated_tenant.get() or tenant
         model = request.model_name
         counters: ModelCounters | None = None
         try:
@@ -290,24 +389,60 @@ class GatewayDataPlane:
                 raise ModelNotFound(
                     f"model '{view.name}' has no version '{version}'; available: {', '.join(view.versions)}"
                 )
+            if wire is not None and (wire.view is not view or wire.version != version):
+                wire = None  # the view changed since the lookup: the key names the other one
+            if wire is None and raw_request is not None:
+                wire = self.wire_lookup(raw_request, tenant)  # the view is fetched now: fill the wire entry too
             # Counted from here on: a routed model and a version its function has, so the table stays bounded.
             counters = self.statistics_table.counters(model, version)
-            outcome = await self._serve(request, raw_request, tenant, timeout, view, version, counters)
+            outcome = await self._serve(request, raw_request, tenant, timeout, view, version, counters, wire)
         except BaseException as exc:  # a cancelled call (the client went away) is a failure too
-            elapsed = time.perf_counter_ns() - started
             if counters is not None:
-                counters.fail_count += 1
-                counters.fail_ns += elapsed
-                counters.last_inference_ms = time.time_ns() // 1_000_000
-            if isinstance(exc, InferenceError):
-                self.metrics.observe(model, exc.code.name, "bypass", elapsed / 1e9)
+                self._failed(counters, model, started, exc)
+            elif isinstance(exc, InferenceError):
+                self.metrics.observe(model, exc.code.name, "bypass", (time.perf_counter_ns() - started) / 1e9)
             raise
+        self._succeeded(counters, model, outcome.cache, started)
+        return outcome
+
+    def _succeeded(self, counters: ModelCounters, model: str, status: str, started: int) -> None:
         elapsed = time.perf_counter_ns() - started
         counters.success_count += 1
         counters.success_ns += elapsed
         counters.last_inference_ms = time.time_ns() // 1_000_000
-        self.metrics.observe(model, "OK", outcome.cache, elapsed / 1e9)
-        return outcome
+        self.metrics.observe(model, "OK", status, elapsed / 1e9)
+
+    def _failed(self, counters: ModelCounters, model: str, started: int, exc: BaseException) -> None:
+        elapsed = time.perf_counter_ns() - started
+        counters.fail_count += 1
+        counters.fail_ns += elapsed
+        counters.last_inference_ms = time.time_ns() // 1_000_000
+        if isinstance(exc, InferenceError):
+            self.metrics.observe(model, exc.code.name, "bypass", elapsed / 1e9)
+
+    def _prepare(
+        self,
+        request: pb.ModelInferRequest,
+        raw_request: bytes | None,
+        timeout: float | None,
+        view: ModelView,
+        version: str,
+        wire: WireLookup | None,
+    ) -> _Prepared:
+        """Validate against the view and compute what serving needs."""
+        decoded, raw = decode_inputs(request, view.inputs)
+        batch = batch_size(view.name, decoded, view.max_batch_size)
+        requested_outputs(view.name, request, view.outputs)
+        budget = timeout if timeout is not None else view.timeout_seconds
+        scanned = wire.scanned if wire is not None else None
+        forward = self._forward_bytes(request, raw_request, raw, decoded, version, scanned)
+        use_cache = (
+            self._cache is not None
+            and self._key is not None
+            and view.cache_enabled
+            and uncacheable_reason(request) is None
+        )
+        return _Prepared(decoded, raw, batch, budget, forward, use_cache)
 
     async def _serve(
         self,
@@ -318,37 +453,34 @@ class GatewayDataPlane:
         view: ModelView,
         version: str,
         counters: ModelCounters,
+        wire: WireLookup | None,
     ) -> InferOutcome:
-        decoded, raw = decode_inputs(request, view.inputs)
-        batch = batch_size(view.name, decoded, view.max_batch_size)
-        requested_outputs(view.name, request, view.outputs)
-        budget = timeout if timeout is not None else view.timeout_seconds
-        forward = self._forward_bytes(request, raw_request, raw, decoded, view, version)
-        use_cache = (
-            self._cache is not None
-            and self._key is not None
-            and view.cache_enabled
-            and uncacheable_reason(request) is None
-        )
-        if not use_cache:
+        prepared = self._prepare(request, raw_request, timeout, view, version, wire)
+        raw, batch, budget, forward = prepared.raw, prepared.batch, prepared.budget, prepared.forward
+        if not prepared.use_cache:
             payload = await self._call(view.name, forward, budget, counters, batch)
             counters.inference_count += batch
-            return self._reply(request, raw, payload, "bypass")
+            return self._answer(request, self._body(raw, payload), "bypass")
         assert self._cache is not None and self._key is not None and self._flights is not None
-        key = self._key(request, decoded, tenant, version)
+        key = self._key(request, prepared.decoded, tenant, version)
         looked_up = time.perf_counter_ns()
         with self.tracing.child_span("cache.lookup", {"model": view.name}):
             hit = await self._cache.get(key)
-        lookup_ns = time.perf_counter_ns() - looked_up
+        # The wire lookup that missed is part of this request's lookup.
+        lookup_ns = time.perf_counter_ns() - looked_up + (wire.lookup_ns if wire is not None else 0)
         if hit is not None:
             counters.cache_hit_count += 1
             counters.cache_hit_ns += lookup_ns
             if hit.refresh:  # XFetch: recompute before expiry, in the background
-                self._spawn(self._refresh(key, view, forward, budget, counters, batch))
-            return self._reply(request, raw, hit.payload, f"hit-{hit.tier}")
+                self._spawn(self._refresh(key, view, forward, budget, counters, batch, wire, raw))
+            body = self._body(raw, hit.payload)
+            # The wire entry lives no longer than the entry it copies (XFetch: only a call's entry knows its cost).
+            self._fill_wire(wire, body, min(hit.ttl_seconds, view.cache_ttl_seconds), 0.0)
+            return self._answer(request, body, f"hit-{hit.tier}")
         # A miss from the lookup on; the caller whose call fills the entry adds the insert's ns.
         counters.cache_miss_count += 1
         counters.cache_miss_ns += lookup_ns
+        flight_started = time.perf_counter_ns()
         try:
             async with asyncio.timeout(budget):
                 payload, shared = await self._flights.do(
@@ -359,7 +491,14 @@ class GatewayDataPlane:
                 f"model '{view.name}': no result within {budget * 1000:.0f} ms (waiting for an identical request)"
             ) from None
         counters.inference_count += batch
-        return self._reply(request, raw, payload, "coalesced" if shared else "miss")
+        body = self._body(raw, payload)
+        if not shared:  # the caller that made the call fills its wire entry too, with what the call cost
+            self._fill_wire(wire, body, view.cache_ttl_seconds, (time.perf_counter_ns() - flight_started) / 1e9)
+        return self._answer(request, body, "coalesced" if shared else "miss")
+
+    def _fill_wire(self, wire: WireLookup | None, body: bytes, ttl_seconds: float, compute_seconds: float) -> None:
+        if wire is not None and self._wire_cache is not None:
+            self._wire_cache.put(wire.key, body, ttl_seconds, compute_seconds)
 
     @staticmethod
     def _forward_bytes(
@@ -367,16 +506,22 @@ class GatewayDataPlane:
         raw_request: bytes | None,
         raw: bool,
         decoded: dict[str, Array],
-        view: ModelView,
         version: str,
+        scanned: ScannedInferRequest | None,
     ) -> bytes:
         """The request as sent to a function: raw tensors, the resolved version, no id.
 
         Without the caller's id the function's reply can be cached and shared;
-        the id goes back on at the end.
+        the id goes back on at the end. A raw request's bytes go as they came, less
+        their id fields, with the resolved version appended when it had none (a
+        later scalar wins): no protobuf is built.
         """
-        if raw and raw_request is not None and not request.id and request.model_version == version:
-            return raw_request
+        if raw and raw_request is not None:
+            if scanned is None:
+                scanned = scan_infer_request(raw_request)
+            if scanned is not None:
+                suffix = request_version_field(version) if scanned.model_version != version else b""
+                return scanned.without_id(suffix)
         forward = pb.ModelInferRequest()
         forward.CopyFrom(request)
         forward.id = ""
@@ -424,15 +569,46 @@ class GatewayDataPlane:
         return payload
 
     async def _refresh(
-        self, key: bytes, view: ModelView, forward: bytes, timeout: float, counters: ModelCounters, batch: int
+        self,
+        key: bytes,
+        view: ModelView,
+        forward: bytes,
+        timeout: float,
+        counters: ModelCounters,
+        batch: int,
+        wire: WireLookup | None = None,
+        raw: bool = True,
     ) -> None:
         assert self._flights is not None
+        started = time.perf_counter_ns()
         try:
-            await self._flights.do(
+            payload, shared = await self._flights.do(
                 key, lambda: self._call_and_store(key, view, forward, timeout, counters, batch, miss=False)
             )
         except InferenceError as exc:
             log.debug("early refresh of %s failed: %s", view.name, exc.message)
+            return
+        if not shared:
+            self._fill_wire(
+                wire, self._body(raw, payload), view.cache_ttl_seconds, (time.perf_counter_ns() - started) / 1e9
+            )
+
+    async def _refresh_from_wire(self, wire: WireLookup) -> None:
+        """XFetch said a wire entry nears its end: parse the request now, off the hit's path, and refresh the
+        canonical entry and this wire entry together."""
+        try:
+            request = pb.ModelInferRequest.FromString(wire.scanned.data)
+            view, version = wire.view, wire.version
+            prepared = self._prepare(request, wire.scanned.data, None, view, version, wire)
+        except (DecodeError, InferenceError) as exc:  # it was served before, so neither is expected
+            log.debug("early refresh of %s from its wire entry failed: %s", wire.view.name, exc)
+            return
+        if not prepared.use_cache:
+            return
+        assert self._key is not None
+        key = self._key(request, prepared.decoded, wire.tenant, version)
+        counters = self.statistics_table.counters(view.name, version)
+        await self._refresh(key, view, prepared.forward, prepared.budget, counters, prepared.batch, wire, prepared.raw)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -440,15 +616,19 @@ class GatewayDataPlane:
         task.add_done_callback(self._background.discard)
 
     @staticmethod
-    def _reply(request: pb.ModelInferRequest, raw: bool, payload: bytes, status: str) -> InferOutcome:
+    def _body(raw: bool, payload: bytes) -> bytes:
+        """The reply in the request's form, without id or cache status (what a wire entry holds): a raw request
+        gets the function's raw reply; a typed one a typed reply, decoded and re-encoded."""
         if raw:
-            return InferOutcome(payload + id_field(request.id) + _STATUS_FIELDS[status], status)
-        # A typed request gets a typed reply: decode the raw one and re-encode it.
+            return payload
         source = pb.ModelInferResponse.FromString(payload)
-        reply = pb.ModelInferResponse(model_name=source.model_name, model_version=source.model_version, id=request.id)
+        reply = pb.ModelInferResponse(model_name=source.model_name, model_version=source.model_version)
         encode_outputs(reply, list(output_arrays(source).items()), raw=False)
-        reply.parameters[CACHE_STATUS_PARAMETER].string_param = status
-        return InferOutcome(reply.SerializeToString(), status)
+        return reply.SerializeToString()
+
+    @staticmethod
+    def _answer(request: pb.ModelInferRequest, body: bytes, status: str) -> InferOutcome:
+        return InferOutcome(body + id_field(request.id) + _STATUS_FIELDS[status], status)
 
     async def close(self) -> None:
         for task in list(self._background):

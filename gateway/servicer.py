@@ -135,15 +135,21 @@ class GatewayServicer:
         self._dp.refuse_repository_change("unload", request.model_name)
 
     async def ModelInferRaw(self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        try:
-            request = pb.ModelInferRequest.FromString(data)
-        except DecodeError:
-            raise InvalidArgument(decode_error(pb.ModelInferRequest)) from None
+        # Looked up by its bytes first: a wire hit parses nothing (gateway/dataplane.py wire_lookup).
+        wire = self._dp.wire_lookup(data, DEFAULT_TENANT)
+        request = _parse(data) if wire is None else None
+        model = wire.view.name if wire is not None else request.model_name if request is not None else ""
         metadata = _trace_metadata(context) if self._dp.tracing.enabled else None
-        with self._dp.tracing.server_span("gateway.ModelInfer", metadata, {"model": request.model_name}):
-            outcome = await self._dp.infer(
-                request, raw_request=data, tenant=DEFAULT_TENANT, timeout=context.time_remaining()
-            )
+        with self._dp.tracing.server_span("gateway.ModelInfer", metadata, {"model": model}):
+            outcome = await self._dp.wire_hit(wire) if wire is not None else None
+            if outcome is None:
+                outcome = await self._dp.infer(
+                    request if request is not None else _parse(data),
+                    raw_request=data,
+                    tenant=DEFAULT_TENANT,
+                    timeout=context.time_remaining(),
+                    wire=wire,
+                )
         context.set_trailing_metadata(region_metadata(self._region, outcome.cache))
         return outcome.payload
 
@@ -163,6 +169,13 @@ class GatewayServicer:
                 yield reply.SerializeToString()
             else:
                 yield stream_reply(outcome.payload)
+
+
+def _parse(data: bytes) -> pb.ModelInferRequest:
+    try:
+        return pb.ModelInferRequest.FromString(data)
+    except DecodeError:
+        raise InvalidArgument(decode_error(pb.ModelInferRequest)) from None
 
 
 def stream_reply(payload: bytes) -> bytes:

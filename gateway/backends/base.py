@@ -79,13 +79,26 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+DEFAULT_CONNECTIONS = 1
+"""HTTP/2 connections per function endpoint. One multiplexes every call of a gateway process; more spread a busy
+endpoint's calls over several (each with its own flow-control window and, on the function, its own reads)."""
+
+
 class FunctionEndpoint:
-    """A channel to one function (a process, or a Knative Service behind an ingress), counting its outstanding
-    requests. `authority` overrides the :authority an ingress routes by (Knative's Host-based routing)."""
+    """A pool of `connections` HTTP/2 connections to one function (a process, or a Knative Service behind an
+    ingress), counting its outstanding requests; each call takes the connection with the fewest in flight.
+    `authority` overrides the :authority an ingress routes by (Knative's Host-based routing)."""
 
     def __init__(
-        self, address: str, max_message_bytes: int, tls: ClientTLS | None = None, authority: str | None = None
+        self,
+        address: str,
+        max_message_bytes: int,
+        tls: ClientTLS | None = None,
+        authority: str | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
+        if connections < 1:
+            raise ValueError(f"a function endpoint needs at least 1 connection, not {connections}")
         self.address = address
         self.outstanding = 0
         options: list[tuple[str, Any]] = [
@@ -93,17 +106,26 @@ class FunctionEndpoint:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 0),  # the backend decides about retries
         ]
+        if connections > 1:
+            # Channels with equal arguments share one connection (gRPC's global subchannel pool): each its own.
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if authority is not None:
             options.append(("grpc.default_authority", authority))
         if tls is None:
-            self.channel = grpc.aio.insecure_channel(address, options=options)
+            self.channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(connections)]
         else:
-            self.channel = grpc.aio.secure_channel(
-                address, tls.grpc_credentials(), options=options + tls.channel_options()
+            secure = options + tls.channel_options()
+            self.channels = [
+                grpc.aio.secure_channel(address, tls.grpc_credentials(), options=secure) for _ in range(connections)
+            ]
+        self.channel = self.channels[0]  # metadata, config and readiness: rare, on the first connection
+        self._infers = [
+            channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
             )
-        self._infer = self.channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
-        )
+            for channel in self.channels
+        ]
+        self._in_flight = [0] * connections
         self._metadata = self.channel.unary_unary(
             "/inference.GRPCInferenceService/ModelMetadata",
             request_serializer=pb.ModelMetadataRequest.SerializeToString,
@@ -121,12 +143,16 @@ class FunctionEndpoint:
         )
 
     async def infer(self, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+        in_flight = self._in_flight
+        index = 0 if len(in_flight) == 1 else min(range(len(in_flight)), key=in_flight.__getitem__)
         self.outstanding += 1
+        in_flight[index] += 1
         try:
-            reply: bytes = await self._infer(request, timeout=timeout, metadata=metadata or None)
+            reply: bytes = await self._infers[index](request, timeout=timeout, metadata=metadata or None)
             return reply
         finally:
             self.outstanding -= 1
+            in_flight[index] -= 1
 
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:
         reply: pb.ModelMetadataResponse = await self._metadata(
@@ -145,4 +171,5 @@ class FunctionEndpoint:
         return bool(reply.ready)
 
     async def close(self) -> None:
-        await self.channel.close(grace=None)
+        for channel in self.channels:
+            await channel.close(grace=None)

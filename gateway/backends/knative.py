@@ -21,7 +21,13 @@ from typing import TypeVar
 
 import grpc
 
-from edgeinfer.gateway.backends.base import BackendError, FunctionEndpoint, Metadata, error_from_rpc
+from edgeinfer.gateway.backends.base import (
+    DEFAULT_CONNECTIONS,
+    BackendError,
+    FunctionEndpoint,
+    Metadata,
+    error_from_rpc,
+)
 from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.knative_names import cluster_local_host, external_host
 from edgeinfer.protocol import open_inference_pb2 as pb
@@ -69,10 +75,17 @@ def knative_routes(
 
 
 class KnativeBackend:
-    def __init__(self, routes: Mapping[str, KnativeRoute], max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, KnativeRoute],
+        max_message_bytes: int = 64 * 1024 * 1024,
+        connections_per_endpoint: int = DEFAULT_CONNECTIONS,
+    ) -> None:
         self._routes = dict(routes)
         self._endpoints = {
-            model: FunctionEndpoint(route.target, max_message_bytes, authority=route.authority)
+            model: FunctionEndpoint(
+                route.target, max_message_bytes, authority=route.authority, connections=connections_per_endpoint
+            )
             for model, route in routes.items()
         }
 

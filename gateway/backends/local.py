@@ -32,7 +32,13 @@ from edgeinfer.functions.config import Autoscaling
 from edgeinfer.functions.metadata import metadata_from_files
 from edgeinfer.functions.model_config import model_config_from_files
 from edgeinfer.gateway.autoscaler import KPA, Decision
-from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc, request_arrival
+from edgeinfer.gateway.backends.base import (
+    DEFAULT_CONNECTIONS,
+    FunctionEndpoint,
+    Metadata,
+    error_from_rpc,
+    request_arrival,
+)
 from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.gateway.metrics import GatewayMetrics
 from edgeinfer.probes import grpc_serving_aio
@@ -100,6 +106,7 @@ class ModelPool:
         max_queue: int,
         tick_seconds: float,
         max_message_bytes: int,
+        connections_per_endpoint: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.model = model
         self.repo_view = repo_view
@@ -120,6 +127,7 @@ class ModelPool:
         self._log_dir = log_dir
         self._metrics = metrics
         self._max_message_bytes = max_message_bytes
+        self._connections = connections_per_endpoint
         self._ids = itertools.count(1)
         self._capacity = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -234,7 +242,7 @@ class ModelPool:
 
     def _ready(self, instance: Instance) -> None:
         address = instance.address
-        instance.endpoint = FunctionEndpoint(address, self._max_message_bytes)
+        instance.endpoint = FunctionEndpoint(address, self._max_message_bytes, connections=self._connections)
         instance.ready_at = time.monotonic()
         instance.state = "ready"
         if self.count("ready") >= self.initial_target:
@@ -466,6 +474,7 @@ class LocalBackend:
         tick_seconds: float = DEFAULT_TICK_SECONDS,
         max_message_bytes: int = 64 * 1024 * 1024,
         overrides: Mapping[str, Autoscaling] | None = None,
+        connections_per_endpoint: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self._repo = model_repo
         self._region = region
@@ -476,6 +485,7 @@ class LocalBackend:
             "max_queue": max_queue,
             "tick_seconds": tick_seconds,
             "max_message_bytes": max_message_bytes,
+            "connections_per_endpoint": connections_per_endpoint,
         }
         self._overrides = dict(overrides or {})
         self.pools: dict[str, ModelPool] = {}

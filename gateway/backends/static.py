@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from edgeinfer.gateway.backends.base import FunctionEndpoint, Metadata, error_from_rpc
+from edgeinfer.gateway.backends.base import DEFAULT_CONNECTIONS, FunctionEndpoint, Metadata, error_from_rpc
 from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import ModelNotFound
@@ -26,13 +26,18 @@ class StaticBackend:
         routes: Mapping[str, Sequence[str]],
         max_message_bytes: int = 64 * 1024 * 1024,
         tls: ClientTLS | None = None,
+        connections_per_endpoint: int = DEFAULT_CONNECTIONS,
     ) -> None:
-        # One channel per address, shared by the models it serves.
+        # One pool of connections per address, shared by the models it serves.
         self._endpoints: dict[str, FunctionEndpoint] = {}
         self._routes: dict[str, list[FunctionEndpoint]] = {}
         for model, addresses in routes.items():
             self._routes[model] = [
-                self._endpoints.setdefault(a, FunctionEndpoint(a, max_message_bytes, tls)) for a in addresses
+                self._endpoints.get(a)
+                or self._endpoints.setdefault(
+                    a, FunctionEndpoint(a, max_message_bytes, tls, connections=connections_per_endpoint)
+                )
+                for a in addresses
             ]
         self._tiebreak = itertools.count()
 
