@@ -1,7 +1,7 @@
 """Child processes that die with their parent (Linux: prctl(PR_SET_PDEATHSIG)).
 
-Every process the project starts for a long time (Redis, gateways, Envoy, the pool's functions) is spawned
-through here, so a parent killed outright (SIGKILL, OOM) leaves nothing holding ports behind it.
+Every process the project starts for a long time (Redis, gateways and their workers, Envoy, the pool's functions)
+is spawned through here, so a parent killed outright (SIGKILL, OOM) leaves nothing holding ports behind it.
 
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: spawn from the main
 thread, or from a thread that lives as long as the child should.
@@ -51,15 +51,21 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     death_signal: int = signal.SIGKILL,
+    new_session: bool = True,
+    stdin: IO[bytes] | int | None = subprocess.DEVNULL,
+    stderr: IO[bytes] | int | None = subprocess.STDOUT,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session (signalled as a group, never by the terminal's Ctrl-C), output to `log`,
-    dying with this thread of this process."""
+    """Start `argv` in its own session (signalled as a group, never by the terminal's Ctrl-C), output to `log`
+    (stderr with it, unless `stderr` says otherwise), dying with this thread of this process.
+
+    `new_session=False` keeps it in this process's group: a signal to the group (a drill's SIGSTOP, a terminal's
+    Ctrl-C) reaches it with its parent, as it reaches a gateway's workers with the gateway."""
     return subprocess.Popen(
         [str(a) for a in argv],
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        stderr=stderr,
+        start_new_session=new_session,
         preexec_fn=die_with_parent(death_signal),
         env=dict(env) if env is not None else None,
         cwd=cwd,

@@ -42,12 +42,14 @@ class Front(Protocol):
 # -- gRPC ------------------------------------------------------------------------------------
 
 
-def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+def grpc_options(max_message_bytes: int, reuse_port: bool = False) -> list[tuple[str, Any]]:
+    """`reuse_port`: share the port with the other workers of one gateway (SO_REUSEPORT; the kernel spreads the
+    connections). Otherwise two servers on one port would split the calls between them: a port in use must be an
+    error."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        # Two servers on one port would split the calls between them: a port in use must be an error.
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
 
 
@@ -82,8 +84,9 @@ class GrpcFront:
         interceptors: Sequence[grpc.aio.ServerInterceptor] | None = None,  # type: ignore[type-arg]
         grace: float = 5.0,
         drain_delay: float = 0.0,
+        reuse_port: bool = False,
     ) -> None:
-        self._server = grpc.aio.server(options=grpc_options(max_message_bytes), interceptors=interceptors)
+        self._server = grpc.aio.server(options=grpc_options(max_message_bytes, reuse_port), interceptors=interceptors)
         register(self._server)
         self._health: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -185,10 +188,11 @@ async def serve_until_signalled(server: Front, stop: asyncio.Event | None = None
         await server.stop()
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(level: str, tag: str | None = None) -> None:
+    """`tag` names the process among its siblings (a gateway's workers share one log)."""
+    where = f"%(name)s[{tag}]" if tag else "%(name)s"
+    fmt = f"%(asctime)s %(levelname)s {where}: %(message)s"
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=fmt)
 
 
 def install_uvloop() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -93,22 +94,28 @@ def json_errors(headers: Mapping[str, str] | None = None) -> Middleware:
 
 
 class HttpFront:
-    """An aiohttp application on one port, from start() to stop(); SystemExit naming the port when it is taken."""
+    """An aiohttp application on one port, from start() to stop(); SystemExit naming the port when it is taken.
+
+    `reuse_port`: share the port with the other workers of one gateway (SO_REUSEPORT)."""
 
     what = "HTTP front"
 
-    def __init__(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None, reuse_port: bool = False
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self._tls = tls
+        self._reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port, ssl_context=self._tls).start()
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self._tls, reuse_port=self._reuse_port or None)
+            await site.start()
         except OSError as exc:
             await runner.cleanup()
             message = (
@@ -147,6 +154,7 @@ class RestFront(HttpFront):
         tls: ssl.SSLContext | None = None,
         shared_memory: SystemSharedMemory | None = None,
         runtime_settings: RuntimeSettings | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """`middlewares` (e.g. authentication) run inside the error mapping, before the handlers.
 
@@ -164,7 +172,7 @@ class RestFront(HttpFront):
             middlewares=[errors, *middlewares],
             handler_args={"auto_decompress": False},  # see _body
         )
-        super().__init__(app, host, port, tls)
+        super().__init__(app, host, port, tls, reuse_port)
         add = self.app.router.add_route
         add("GET", "/v2/health/live", self.live)
         add("GET", "/v2/health/ready", self.ready)
@@ -389,12 +397,13 @@ class AdminFront(HttpFront):
         host: str = "127.0.0.1",
         port: int = 0,
         tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._dp = dataplane
         self._region = region
         self._backend = backend
         self.draining = False
-        super().__init__(web.Application(middlewares=[json_errors(), *middlewares]), host, port, tls)
+        super().__init__(web.Application(middlewares=[json_errors(), *middlewares]), host, port, tls, reuse_port)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -440,7 +449,7 @@ class AdminFront(HttpFront):
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"live": True, "region": self._region})
+        return web.json_response({"live": True, "region": self._region, "pid": os.getpid()})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready = not self.draining and await self._dp.ready()

@@ -1,7 +1,8 @@
 """`edgeinfer gateway`: the regional gateway (gRPC and REST v2 fronts, admin port, prediction cache).
 
 The composer: the data plane (gateway/dataplane.py over a backend and the prediction cache), then its fronts:
-gRPC (edgeinfer/serving.py's GrpcFront with the servicer), REST and admin (gateway/rest.py).
+gRPC (edgeinfer/serving.py's GrpcFront with the servicer), REST and admin (gateway/rest.py). With `--workers N`
+above 1 this process is the parent of N such gateways on the same ports instead (gateway/workers.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from edgeinfer.gateway.dataplane import GatewayDataPlane, KeyFunction
 from edgeinfer.gateway.metrics import GatewayMetrics
 from edgeinfer.gateway.rest import AdminFront, RestFront
 from edgeinfer.gateway.servicer import GatewayServicer
-from edgeinfer.gateway.settings import DRAIN_DELAY_S, GatewaySettings, parse_route
+from edgeinfer.gateway.settings import DRAIN_DELAY_S, GatewaySettings, parse_route, parse_workers
+from edgeinfer.gateway.workers import run_group, usable_cpus
 from edgeinfer.knative_names import service_name
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.shared_memory import SharedMemoryRPCs, SystemSharedMemory
@@ -140,6 +142,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DRAIN_DELAY_S,
         help="on SIGTERM: seconds of NOT_SERVING, still answering, before new calls are refused",
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers_flag,
+        default=env("EDGEINFER_GATEWAY_WORKERS", "1"),
+        metavar="N|auto",
+        help="gateway processes on the same ports (SO_REUSEPORT), each with its own L1, all sharing --redis; "
+        "auto: one per CPU this process may use (affinity and cgroup quota). Default 1: this process serves",
+    )
+    # A worker of a group (gateway/workers.py): its settings come on stdin, from the group's parent.
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+
+
+def _workers_flag(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
@@ -159,6 +178,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     # Every flag named like its setting passes as it is; the rest were turned into settings above.
     values: dict[str, Any] = {name: getattr(args, name) for name in GatewaySettings.model_fields if name in vars(args)}
     values.update(routes=routes, knative_services=services, drain_delay=max(0.0, args.drain_delay), **secrets)
+    values["workers"] = args.workers or usable_cpus()
     return GatewaySettings(**values)
 
 
@@ -337,6 +357,7 @@ class GatewayServer:
             interceptors=[GrpcAuthInterceptor(security.auth)] if security.auth is not None else None,
             grace=DRAIN_GRACE_S,
             drain_delay=settings.drain_delay,
+            reuse_port=settings.reuse_port,
         )
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
         # Loopback unless --admin-host says otherwise (then with a token, and TLS when the fronts have it).
@@ -351,6 +372,7 @@ class GatewayServer:
             host=settings.admin_host,
             port=settings.admin_port or 0,
             tls=admin_tls,
+            reuse_port=settings.reuse_port,
         )
         if settings.rest_port is not None:
             rest = RestFront(
@@ -363,16 +385,22 @@ class GatewayServer:
                 tls=security.server_tls.ssl_context() if security.server_tls is not None else None,
                 shared_memory=shm,
                 runtime_settings=runtime,
+                reuse_port=settings.reuse_port,
             )
             await rest.start()
             stack.push_async_callback(rest.stop)
-        if settings.admin_port is not None:
+        # A worker's admin answers only once its gRPC front is open: its parent reads that as "this worker serves".
+        worker = settings.worker_index is not None
+        if settings.admin_port is not None and not worker:
             await admin.start()
             stack.push_async_callback(admin.stop)
         # What start-up built (~80k objects: modules, gRPC, aiohttp, redis) lives as long as the process.
         serving.freeze_heap()
         await grpc_front.start()
         stack.push_async_callback(grpc_front.stop)
+        if settings.admin_port is not None and worker:
+            await admin.start()
+            stack.push_async_callback(admin.stop)
         watcher = asyncio.get_running_loop().create_task(self._watch_health(dataplane, metrics, grpc_front))
         stack.push_async_callback(self._drain, admin, watcher)
         print(
@@ -380,7 +408,8 @@ class GatewayServer:
             + (f" rest={settings.host}:{settings.rest_port}" if settings.rest_port is not None else "")
             + (f" admin={settings.admin_host}:{settings.admin_port}" if settings.admin_port is not None else "")
             + (" tls" + ("+mtls" if security.server_tls.mutual else "") if security.server_tls is not None else "")
-            + (f" tenants={len(security.auth.tenants)}" if security.auth is not None else ""),
+            + (f" tenants={len(security.auth.tenants)}" if security.auth is not None else "")
+            + (f" worker={settings.worker_index} pid={os.getpid()}" if worker else ""),
             flush=True,
         )
 
@@ -411,11 +440,34 @@ class GatewayServer:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.worker is not None:
+        return run_worker(args.worker)
     serving.configure_logging(args.log_level)
     try:
-        server = GatewayServer(settings_from(args))
+        settings = settings_from(args)
+        server = GatewayServer(settings)
     except ValueError as exc:
         print(f"edgeinfer gateway: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        try:
+            load_security(settings)  # a bad certificate or keys file: one message here, not one per worker
+        except SystemExit as exc:
+            print(f"edgeinfer gateway: {exc.code}", file=sys.stderr)
+            return 2
+        return run_group(settings)
     serving.install_uvloop()
     return serving.run_main("edgeinfer gateway", serving.serve_until_signalled(server))
+
+
+def run_worker(index: int) -> int:
+    """One worker of a group: the parent's settings (validated there) as JSON on stdin."""
+    try:
+        settings = GatewaySettings.model_validate_json(sys.stdin.buffer.read())
+        server = GatewayServer(settings)
+    except ValueError as exc:
+        print(f"edgeinfer gateway worker {index}: {exc}", file=sys.stderr)
+        return 2
+    serving.configure_logging(settings.log_level, tag=f"worker {index}")
+    serving.install_uvloop()
+    return serving.run_main(f"edgeinfer gateway worker {index}", serving.serve_until_signalled(server))

@@ -25,6 +25,23 @@ def parse_route(text: str) -> tuple[str, list[str]]:
 
 
 DRAIN_DELAY_S = 1.0
+MAX_WORKERS = 256
+
+
+def parse_workers(text: str) -> int:
+    """`--workers N|auto` (or EDGEINFER_GATEWAY_WORKERS) → N, or 0 for auto: one per CPU this process may use."""
+    value = text.strip().lower()
+    if value == "auto":
+        return 0
+    if not value.isdigit():
+        raise ValueError(
+            f"{text!r} is not a number of gateway processes: give 1 or more, or auto (or 0) for one per CPU "
+            "this process may use"
+        )
+    count = int(value)
+    if count > MAX_WORKERS:
+        raise ValueError(f"{count} is more than {MAX_WORKERS} processes; auto gives one per CPU")
+    return count
 
 
 class GatewaySettings(BaseSettings):
@@ -80,6 +97,11 @@ class GatewaySettings(BaseSettings):
     log_level: str = "INFO"
     # On SIGTERM, how long NOT_SERVING is reported before new calls are refused: a few of Envoy's 0.2 s checks.
     drain_delay: float = Field(default=DRAIN_DELAY_S, ge=0)
+    # Processes serving the ports (gateway/workers.py): above 1, a parent runs this many workers on them.
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    # Set by that parent in each worker's settings: share the ports (SO_REUSEPORT), and which worker this is.
+    reuse_port: bool = False
+    worker_index: int | None = Field(default=None, ge=0)
 
     @property
     def function_tls(self) -> bool:

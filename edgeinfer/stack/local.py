@@ -27,6 +27,7 @@ from rich.table import Table
 
 from edgeinfer.cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
 from edgeinfer.cache.redis_store import redact_url
+from edgeinfer.gateway.admin_client import AdminClient
 from edgeinfer.probes import server_ready
 from edgeinfer.regions.envoy_binary import EnvoyNotFound, find_envoy
 from edgeinfer.regions.envoy_config import EnvoyPorts, write_config
@@ -105,8 +106,11 @@ class LocalStack:
         timeout: float,
         console: Console,
         edge: str | None = None,
+        workers: int = 1,
     ) -> None:
+        """`workers`: each region's gateway runs this many worker processes on its ports (0: one per CPU)."""
         self.topology = topology
+        self.workers = workers
         self.topology_file = topology_file
         self.entry_port = entry_port
         self.model_repo = model_repo
@@ -382,12 +386,21 @@ class LocalStack:
             argv += ["--admin-port", str(split_hostport(endpoints.admin)[1])]
         if endpoints.rest is not None:
             argv += ["--rest-port", str(split_hostport(endpoints.rest)[1])]
+        if self.workers != 1:
+            argv += ["--workers", str(self.workers) if self.workers else "auto"]
+
+        def ready() -> bool:
+            # ServerReady reaches one worker; the gateway's admin port answers ready once every worker is.
+            if server_ready(endpoints.grpc, timeout=1.0)[0] is not True:
+                return False
+            return self.workers == 1 or endpoints.admin is None or AdminClient(endpoints.admin, timeout=1.0).ready()
+
         return Child(
             f"{endpoints.name} gateway",
             "gateway",
             endpoints.name,
             region.state_dir / "gateway.log",
-            lambda: server_ready(endpoints.grpc, timeout=1.0)[0] is True,
+            ready,
             argv=lambda: argv,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stop_rank=GATEWAY_RANK,

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from edgeinfer.gateway.settings import parse_workers
 from edgeinfer.regions.topology import TopologyError, default_topology, load_topology
 from edgeinfer.stack.local import LocalStack, Stopped, UpError
 from edgeinfer.stack.procfs import process_age, set_child_subreaper, wide_console_width
@@ -46,6 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"logs, per-region state, and up.json for `edgeinfer status` (default: ./{DEFAULT_STATE_DIR})",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every region to be ready")
+    parser.add_argument(
+        "--workers",
+        type=_workers_flag,
+        default=1,
+        metavar="N|auto",
+        help="gateway processes per region on its ports (`edgeinfer gateway --workers`; default 1); each worker "
+        "has its own L1 and its own pool of functions",
+    )
+
+
+def _workers_flag(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--port {entry_port}: not a port (1-65535)", 2)
     model_repo = (args.model_repo or topology.model_repo).resolve()
     state_dir = args.state_dir.resolve()
-    stack = LocalStack(topology, args.topology, entry_port, model_repo, state_dir, args.timeout, console, args.edge)
+    stack = LocalStack(
+        topology, args.topology, entry_port, model_repo, state_dir, args.timeout, console, args.edge, args.workers
+    )
     stack.install_signal_handlers()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
