@@ -160,15 +160,17 @@ def test_two_tenants_never_share_a_cache_entry(stack: Stack, keys: Keys) -> None
     assert cache_status(stack.gateway, request, keys.globex) == "miss"
     assert cache_status(stack.gateway, request, keys.acme) == "hit-l1"
     assert cache_status(stack.gateway, request, keys.globex) == "hit-l1"
-    # The shared tier keeps them apart too: one entry per tenant in Redis (written in the background: polled)...
-    assert redis_keys_settle(client, before + 2) == before + 2
+    # The shared tier keeps them apart too: per tenant a canonical and a wire entry in Redis (written in the
+    # background: polled)...
+    assert redis_keys_settle(client, before + 4) == before + 4
     # ...found by another gateway for the right tenant only.
     assert cache_status(stack.redis_only, request, keys.acme) == "hit-redis"
     assert cache_status(stack.redis_only, request, keys.globex) == "hit-redis"
     assert cache_status(stack.redis_only, request, keys.limited) == "miss"
     # An open gateway's callers are all tenant "default": no tenant's entry either.
     assert cache_status(stack.open_gateway, request, None) == "miss"
-    assert redis_keys_settle(client, before + 4) == before + 4
+    # Two more tenants ("limited", "default"), each its own canonical and wire entry.
+    assert redis_keys_settle(client, before + 8) == before + 8
     client.close()
 
 
@@ -383,8 +385,8 @@ def test_secrets_never_reach_the_logs(stack: Stack, keys: Keys) -> None:
     assert rest(metrics, token=ADMIN_TOKEN)[0] == 200
     assert rest(metrics, token=ADMIN_TOKEN[::-1])[0] == 401
     # Each admitted tenant's entries and the open gateway's are written to Redis in the background: every log
-    # line about them is written once they are there.
-    entries = before + len(admitted) + len(admitted_rest) + 1
+    # line about them is written once they are there. gRPC writes a canonical and a wire entry; REST the first.
+    entries = before + 2 * len(admitted) + len(admitted_rest) + 2
     assert redis_keys_settle(client, entries) == entries
     client.close()
     for proc in stack.logs:
