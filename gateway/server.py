@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis",
         dest="redis_url",
         default=env("EDGEINFER_GATEWAY_REDIS_URL"),
-        help="redis://[:password@]host:port[/db] or rediss://...; without it only the L1 cache runs",
+        help="redis://[:password@]host:port[/db] or rediss://...; a Redis Cluster: redis+cluster://h:p,h:p,... "
+        "(or ?cluster=true); without it only the L1 cache runs",
     )
     parser.add_argument("--redis-prefix", default="edgeinfer:", help="prefix of every Redis key")
     parser.add_argument(

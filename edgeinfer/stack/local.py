@@ -26,7 +26,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from edgeinfer.cache.redis_server import RedisServer, RedisServerNotFound, find_redis_server
-from edgeinfer.cache.redis_store import redact_url
+from edgeinfer.cache.redis_store import ClusterUrl, parse_redis_target, redact_url
 from edgeinfer.gateway.admin_client import AdminClient
 from edgeinfer.probes import server_ready
 from edgeinfer.regions.envoy_binary import EnvoyNotFound, find_envoy
@@ -195,6 +195,11 @@ class LocalStack:
                 )
             if region.redis.startswith("rediss:"):
                 problems.append(f"regions[{i}].redis: `edgeinfer up` starts a plain Redis; use redis://")
+            elif isinstance(parse_redis_target(region.redis), ClusterUrl):
+                problems.append(
+                    f"regions[{i}].redis: `edgeinfer up` starts one plain Redis per region, not a Redis Cluster; "
+                    "use redis://127.0.0.1:PORT/0 here, and the cluster URL on the gateways you deploy"
+                )
         if problems:
             where = f"{self.topology_file}: " if self.topology_file else ""
             raise UpError("; ".join(where + p for p in problems))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from testkit.up import env, free_ports, mentioning, write_topology
 
 
@@ -47,4 +48,23 @@ def test_missing_redis_binary_is_a_clear_one_line_error(tmp_path: Path, fraud_re
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeinfer up: cannot start Redis:"), result.stderr
     assert "EDGEINFER_REDIS_SERVER" in lines[0]
+    assert not mentioning(str(tmp_path))
+
+
+def test_a_redis_cluster_in_the_topology_is_refused_by_up_with_the_fix(tmp_path: Path, fraud_repo: Path) -> None:
+    """The topology accepts a cluster URL (for deployed gateways); `edgeinfer up` starts plain Redis only."""
+    ports = free_ports(12)
+    path = tmp_path / "topology.yaml"
+    write_topology(path, ports)
+    document = yaml.safe_load(path.read_text())
+    document["regions"][2]["redis"] = f"redis+cluster://127.0.0.1:{ports[8]},127.0.0.1:{ports[8] + 1}"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli", "up", "--topology", str(path),
+         "--port", str(ports[10]), "--model-repo", str(fraud_repo), "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, env=env(), timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "regions[2].redis" in lines[0] and "not a Redis Cluster" in lines[0], result.stderr
     assert not mentioning(str(tmp_path))
