@@ -12,6 +12,7 @@ path above, which fills the wire entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -268,6 +269,15 @@ class GatewayDataPlane:
         view = self._views.get((name, "")) or next((v for (n, _), v in self._views.items() if n == name), None)
         known = [v for v in view.versions if v] if view is not None else []
         return known + [v for v in self.statistics_table.counted_versions(name) if v not in known]
+
+    async def statistics_of(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:
+        """statistics(), after learning a named model's versions when none is known yet: a gateway (or one of its
+        workers) that has served nothing still reports each version, with zeros, as Triton does; perf_analyzer
+        looks for the version it drives there. Listing every model fetches nothing."""
+        if name and name in self.backend.models() and not self._known_versions(name):
+            with contextlib.suppress(InferenceError):
+                await self.model(name)
+        return self.statistics(name, version)
 
     def statistics(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:
         """This gateway's statistics with Triton's meanings (gateway/statistics.py): every routed model when

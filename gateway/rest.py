@@ -243,7 +243,7 @@ class RestFront(HttpFront):
 
     async def statistics(self, request: web.Request) -> web.Response:
         info = request.match_info
-        stats = self._dp.statistics(info.get("model", ""), info.get("version", ""))
+        stats = await self._dp.statistics_of(info.get("model", ""), info.get("version", ""))
         return self._json(statistics_json(stats))
 
     # -- inference ---------------------------------------------------------------------------------------------

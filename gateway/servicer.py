@@ -115,7 +115,7 @@ class GatewayServicer:
         return reply
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        reply = self._dp.statistics(request.name, request.version)
+        reply = await self._dp.statistics_of(request.name, request.version)
         context.set_trailing_metadata(self._trailer)
         return reply
 

@@ -223,6 +223,28 @@ def test_statistics_of_coalesced_requests_in_process(function_address: str, mode
     assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(3, called)]
 
 
+def test_a_fresh_gateway_reports_each_version_of_a_named_model_with_zeros(function_address: str) -> None:
+    """As Triton does: perf_analyzer, driving one of several workers that served nothing yet, looks for the version
+    there ("failed to find the requested model version" otherwise)."""
+
+    async def run() -> tuple[Any, Any]:
+        backend = StaticBackend({FRAUD: [function_address]})
+        dp = GatewayDataPlane(backend, GatewayMetrics("fresh"), Tracing())
+        try:
+            named = await dp.statistics_of(FRAUD)
+            every = await dp.statistics_of()  # listing fetches nothing; the version is known by now
+            return named, every
+        finally:
+            await dp.close()
+            await backend.close()
+
+    named, every = asyncio.run(run())
+    (stats,) = named.model_stats
+    assert (stats.name, stats.version) == (FRAUD, "1")
+    assert stats.inference_stats.success.count == stats.execution_count == stats.inference_count == 0
+    assert [(s.name, s.version) for s in every.model_stats] == [(FRAUD, "1")]
+
+
 def test_statistics_of_every_model_and_of_an_unknown_one(gateways: dict[str, str]) -> None:
     with client(gateways["cached"]) as gw:
         every = gw.get_inference_statistics(client_timeout=TIMEOUT)
