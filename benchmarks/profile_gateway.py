@@ -7,10 +7,10 @@ p99 <= 5 ms (docs/benchmarks.md section 7), and samples the gateway's process wi
 socket syscalls, gRPC's C core, the event loop, the wire scan, the cache, the data plane, protobuf...
 
     python benchmarks/profile_gateway.py [--rate 3400] [--redis-rate 2200] [--miss-rate 400] [--seconds 10]
-        [--paths l1,redis,miss] [--report FILE]
+        [--paths l1,redis,miss] [--report FILE] [--keep-raw DIR]
 
-It writes a JSON report, a PNG plot (benchmarks/results/gateway_profile.*) and the raw stacks (for a flame
-graph: benchmarks/results/profiles/), and prints the stages and top frames. py-spy must be installed
+It writes a JSON report and a PNG plot (benchmarks/results/gateway_profile.*), with --keep-raw DIR py-spy's
+raw stacks too (for a flame graph), and prints the stages and top frames. py-spy must be installed
 (requirements/dev.txt) and allowed to ptrace (root, or kernel.yama.ptrace_scope 0).
 """
 
@@ -48,7 +48,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("socket I/O syscalls", "recv ("),
     ("socket I/O syscalls", "write (libc"),
     ("socket I/O syscalls", "read (libc"),
-    ("getpid (gRPC's fork check)", "getpid ("),
+    ("getpid (asyncio's fork check in get_running_loop)", "getpid ("),
     ("wire scan and key", "wire"),
     ("canonical key", "cache/key.py"),
     ("cache lookup (L1, Redis)", "cache/"),
@@ -106,7 +106,7 @@ def py_spy() -> str | None:
 
 
 def profile_path(
-    stack: Stack, gateway: list[str], path: str, rate: float, seconds: float, work: Path
+    stack: Stack, gateway: list[str], path: str, rate: float, seconds: float, work: Path, keep_raw: Path | None
 ) -> dict[str, Any]:
     process, address = stack.process(f"gateway-{path}", gateway)
     base = ["-m", MODEL, "-u", address, "-i", "grpc", "-s", "10000"]
@@ -128,8 +128,9 @@ def profile_path(
     load.join(timeout=180)
     if spy.returncode != 0 or not raw.exists():
         raise SystemExit(f"py-spy failed on the {path} gateway: {spy.stderr.strip()[-500:]}")
-    (RESULTS / "profiles").mkdir(parents=True, exist_ok=True)
-    shutil.copy(raw, RESULTS / "profiles" / f"gateway_{path}.raw")  # the stacks themselves, for a flame graph
+    if keep_raw is not None:  # the stacks themselves, for a flame graph (flamegraph.pl, speedscope)
+        keep_raw.mkdir(parents=True, exist_ok=True)
+        shutil.copy(raw, keep_raw / f"gateway_{path}.raw")
     summary = summarize(parse_raw(raw.read_text()))
     summary.update({"path": path, "rate": rate, "seconds": seconds})
     process.stop()
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="sampling time per path (default 10)")
     parser.add_argument("--paths", default="l1,redis,miss", help="which of l1, redis, miss (default all)")
     parser.add_argument("--report", type=Path, default=RESULTS / "gateway_profile.json")
+    parser.add_argument("--keep-raw", type=Path, metavar="DIR", help="also keep py-spy's raw stacks there")
     args = parser.parse_args(argv)
     console = Console()
     if py_spy() is None:
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in [p.strip() for p in args.paths.split(",") if p.strip()]:
             rate = {"miss": args.miss_rate, "redis": args.redis_rate}.get(path, args.rate)
             with console.status(f"profiling the {path} path at {rate:,.0f}/s for {args.seconds:g} s"):
-                report["paths"].append(profile_path(stack, variants[path], path, rate, args.seconds, work))
+                run = profile_path(stack, variants[path], path, rate, args.seconds, work, args.keep_raw)
+                report["paths"].append(run)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.report.with_suffix(".png"))
