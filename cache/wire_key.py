@@ -30,9 +30,10 @@ so a wire key never equals a canonical one, whose hash is personalized
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
-from typing import Final
+from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
@@ -74,21 +75,30 @@ def wire_key(scanned: ScannedInferRequest, *, tenant: str, version: str, model_t
     """The BLAKE2b-256 digest of the layout above. `version` is the resolved version, `model_tag` identifies the
     metadata the model's requests are validated against (a change of inputs, versions or cache settings gives
     new keys)."""
+    hasher = _hasher_after_header(tenant, scanned.model_name, version, model_tag).copy()
+    hasher.update(_U64.pack(sum(end - start for start, end in scanned.kept)))
+    data = scanned.data
+    for start, end in scanned.kept:
+        hasher.update(data[start:end] if (start, end) != (0, len(data)) else data)
+    digest: bytes = hasher.digest()
+    return digest
+
+
+@functools.lru_cache(maxsize=4096)
+def _hasher_after_header(tenant: str, model: str, version: str, model_tag: bytes) -> Any:
+    """The hash state after the header, kept per (tenant, model, version, metadata): few of them (routed models,
+    their versions, configured tenants), and each request's key then only hashes its own bytes."""
     hasher = hashlib.blake2b(digest_size=DIGEST_SIZE, person=_PERSON)
-    kept = sum(end - start for start, end in scanned.kept)
     hasher.update(
         b"".join(
             (
                 _U16.pack(KEY_VERSION),
                 _U16.pack(WIRE_KEY_VERSION),
                 _text(tenant),
-                _text(scanned.model_name),
+                _text(model),
                 _text(version),
                 _text(model_tag),
-                _U64.pack(kept),
             )
         )
     )
-    for chunk in scanned.chunks_without_id():
-        hasher.update(chunk)
-    return hasher.digest()
+    return hasher

@@ -90,35 +90,6 @@ def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     raise WireFormatError("truncated varint")
 
 
-def scan_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
-    """(field number, wire type, start of the field's tag, start of its value) and the end of each top-level
-    field, in order; a length-delimited value is its payload (after the length). Groups are refused: nothing in
-    open_inference.proto uses them."""
-    pos = 0
-    end = len(data)
-    while pos < end:
-        start = pos
-        tag, pos = read_varint(data, pos)
-        number, wire_type = tag >> 3, tag & 7
-        if number == 0:
-            raise WireFormatError("field number 0")
-        if wire_type == _VARINT:
-            _, after = read_varint(data, pos)
-        elif wire_type == _LENGTH_DELIMITED:
-            length, pos = read_varint(data, pos)
-            after = pos + length
-        elif wire_type == _FIXED64:
-            after = pos + 8
-        elif wire_type == _FIXED32:
-            after = pos + 4
-        else:
-            raise WireFormatError(f"wire type {wire_type} (a group or invalid) in field {number}")
-        if after > end:
-            raise WireFormatError(f"field {number} runs past the end of the message")
-        yield number, wire_type, start, pos, after
-        pos = after
-
-
 @dataclass(frozen=True, slots=True)
 class ScannedInferRequest:
     """What a serialized ModelInferRequest says at its top level, read by tag and length: no tensor decoded.
@@ -162,36 +133,68 @@ def _utf8(data: bytes | memoryview) -> str | None:
 
 def scan_infer_request(data: bytes) -> ScannedInferRequest | None:
     """The top-level fields of a serialized ModelInferRequest, or None when the bytes are anything the parser
-    might read differently from this scan (malformed, a string field of the wrong wire type or not UTF-8):
-    the caller then parses the request, which says what is wrong."""
+    might read differently from this scan (malformed, a group, a string field of the wrong wire type or not
+    UTF-8): the caller then parses the request, which says what is wrong.
+
+    One pass over the top-level tags and lengths, inlined (it runs before every gRPC lookup): a one-byte varint,
+    by far the usual tag and length, is read without a call."""
     model_name = model_version = ""
     request_id = b""
     kept: list[tuple[int, int]] = []
     parameters: list[tuple[int, int]] = []
     kept_from = 0
-    view = memoryview(data)
+    pos, end = 0, len(data)
     try:
-        for number, wire_type, start, value, end in scan_fields(view):
-            if number > _REQUEST_PARAMETERS:
-                continue  # inputs, outputs, raw contents, unknown fields: kept as they are
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = read_varint(data, pos)
+            number, wire_type = tag >> 3, tag & 7
+            if number == 0:
+                return None
+            if wire_type == _LENGTH_DELIMITED:
+                length = data[pos]  # IndexError past the end: truncated
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = read_varint(data, pos)
+                after = pos + length
+            elif wire_type == _VARINT:
+                _, after = read_varint(data, pos)
+            elif wire_type == _FIXED64:
+                after = pos + 8
+            elif wire_type == _FIXED32:
+                after = pos + 4
+            else:
+                return None  # a group or an invalid wire type
+            if after > end:
+                return None
+            if number > _REQUEST_PARAMETERS:  # inputs, outputs, raw contents, unknown fields: kept as they are
+                pos = after
+                continue
             if wire_type != _LENGTH_DELIMITED:
                 return None
             if number == _REQUEST_PARAMETERS:
-                parameters.append((start, end))
-                continue
-            text = _utf8(view[value:end])
-            if text is None:
-                return None
-            if number == _REQUEST_MODEL_NAME:
-                model_name = text
-            elif number == _REQUEST_MODEL_VERSION:
-                model_version = text
+                parameters.append((start, after))
             else:
-                request_id = bytes(view[value:end])
-                if start > kept_from:
-                    kept.append((kept_from, start))
-                kept_from = end
-    except WireFormatError:
+                try:
+                    text = data[pos:after].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                if number == _REQUEST_MODEL_NAME:
+                    model_name = text
+                elif number == _REQUEST_MODEL_VERSION:
+                    model_version = text
+                else:
+                    request_id = data[pos:after]
+                    if start > kept_from:
+                        kept.append((kept_from, start))
+                    kept_from = after
+            pos = after
+    except (WireFormatError, IndexError):
         return None
     if kept_from < len(data) or not kept:
         kept.append((kept_from, len(data)))
