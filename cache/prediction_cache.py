@@ -48,6 +48,8 @@ class CacheHit:
     refresh: bool = False
     # Remaining lifetime, seconds (inf if the entry has none).
     ttl_seconds: float = math.inf
+    # What the miss that filled the entry cost: XFetch's delta, carried to a copy of the entry made from it.
+    compute_seconds: float = 0.0
 
 
 class PredictionCache:
@@ -97,7 +99,8 @@ class PredictionCache:
                 if l1 is not None:
                     l1_ttl = stored.ttl_seconds if stored.ttl_seconds is not None else self.promote_ttl_seconds
                     l1.put(key, entry.payload, l1_ttl, entry.compute_seconds)
-                return CacheHit(entry.payload, "redis", self._xfetch(remaining, entry.compute_seconds), remaining)
+                refresh = self._xfetch(remaining, entry.compute_seconds)
+                return CacheHit(entry.payload, "redis", refresh, remaining, entry.compute_seconds)
             # An identical request's call may have finished and filled L1 while Redis answered: without this
             # look the caller would miss its single flight and call the function a second time.
             hit = self._l1_hit(key)
@@ -113,7 +116,9 @@ class PredictionCache:
             return None
         self.counters.hits_l1 += 1
         remaining = item.expires_at - l1.clock()
-        return CacheHit(item.payload, "l1", self._xfetch(remaining, item.compute_seconds), remaining)
+        return CacheHit(
+            item.payload, "l1", self._xfetch(remaining, item.compute_seconds), remaining, item.compute_seconds
+        )
 
     def put(self, key: bytes, payload: bytes, ttl_seconds: float, compute_seconds: float = 0.0) -> bool:
         """Cache `payload` for `ttl_seconds`; False if it was not stored anywhere. Never blocks, never raises.

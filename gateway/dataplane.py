@@ -81,6 +81,9 @@ class Hit(Protocol):
     @property
     def ttl_seconds(self) -> float: ...  # what is left of the entry's life (inf: no TTL)
 
+    @property
+    def compute_seconds(self) -> float: ...  # what the miss that filled it cost (XFetch's delta)
+
 
 class Cache(Protocol):
     async def get(self, key: bytes) -> Hit | None: ...
@@ -485,7 +488,8 @@ class GatewayDataPlane:
                 self._spawn(self._refresh(key, view, forward, budget, counters, batch, wire, raw))
             body = self._body(raw, hit.payload)
             # The wire entry lives no longer than the entry it copies (XFetch: only a call's entry knows its cost).
-            self._fill_wire(wire, body, min(hit.ttl_seconds, view.cache_ttl_seconds), 0.0)
+            # The canonical entry's cost comes along, so XFetch refreshes the copy early as it would the entry.
+            self._fill_wire(wire, body, min(hit.ttl_seconds, view.cache_ttl_seconds), hit.compute_seconds)
             return self._answer(request, body, f"hit-{hit.tier}")
         # A miss from the lookup on; the caller whose call fills the entry adds the insert's ns.
         counters.cache_miss_count += 1

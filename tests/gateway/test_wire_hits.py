@@ -198,6 +198,30 @@ def test_raw_and_typed_share_the_canonical_entry_and_each_gets_a_wire_entry_of_i
     assert reply_of(typed_again).id == "1"
 
 
+def test_a_wire_entry_filled_from_a_canonical_hit_keeps_its_compute_cost_for_xfetch() -> None:
+    """XFetch refreshes an entry early in proportion to what its miss cost; a wire copy made from a canonical hit
+    carries that cost, so it is refreshed as early as the entry it copies (0 would mean: never early)."""
+    backend = FakeBackend()
+    cache = PredictionCache(l1=L1Cache(1 << 20))
+
+    async def run() -> tuple[float, float]:
+        dp = plane(backend, cache)
+        await serve_bytes(dp, serialized(raw=True))  # the miss: the canonical entry, with the call's cost
+        typed = serialized(raw=False)
+        assert (await serve_bytes(dp, typed)).cache == "hit-l1"  # a canonical hit fills the typed wire entry
+        request = pb.ModelInferRequest.FromString(typed)
+        decoded, _ = decode_inputs(request, {"x": TensorSpec("x", "FP32", (-1, 4))})
+        canonical = await cache.get(key(request, decoded, "default", "2"))
+        wire = dp.wire_lookup(typed)
+        assert canonical is not None and wire is not None
+        copy = await cache.get(wire.key)
+        assert copy is not None
+        return canonical.compute_seconds, copy.compute_seconds
+
+    canonical_cost, copy_cost = asyncio.run(run())
+    assert canonical_cost > 0 and copy_cost == canonical_cost
+
+
 def test_tenants_never_share_an_entry() -> None:
     backend = FakeBackend()
 
