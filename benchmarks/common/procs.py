@@ -8,6 +8,7 @@ inference pool, multiprocessing workers) go with it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -227,8 +228,16 @@ def managed(process: ManagedProcess, grace: float = 10.0) -> Iterator[ManagedPro
 def ensure_venv(path: Path, requirements: Sequence[str], log_path: Path, python: str = sys.executable) -> Path:
     """Create `path` with `requirements` installed unless a marker says exactly that is already there.
 
-    Returns the venv's python. Installing can take minutes; the pip output goes to `log_path`.
+    Returns the venv's python. Installing can take minutes; the pip output goes to `log_path`. Builds of one
+    venv run one at a time (a lock file beside it), so concurrent callers wait for one build and share it.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f"{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        return _ensure_venv_locked(path, requirements, log_path, python)
+
+
+def _ensure_venv_locked(path: Path, requirements: Sequence[str], log_path: Path, python: str) -> Path:
     marker = path / ".requirements.json"
     digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()
     venv_python = path / "bin" / "python"

@@ -19,14 +19,11 @@ the stub: TritonUnavailable says so.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,26 +65,17 @@ def venv_path() -> Path:
     return Path(configured).expanduser().resolve() if configured else DEFAULT_VENV
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        yield
-
-
 def ensure_triton_venv(venv: Path | None = None) -> Path:
     """The Triton venv's python, the venv built first if missing (once, whoever else is building it)."""
     venv = venv or venv_path()
     log = venv.parent / f"{venv.name}.build.log"
-    with _locked(venv.parent / f"{venv.name}.lock"):
-        try:
-            return ensure_venv(venv, REQUIREMENTS, log)
-        except RuntimeError as error:
-            raise TritonUnavailable(
-                f"building the Triton peer's venv {venv} failed (log {log}); it needs a package index with "
-                f"{', '.join(REQUIREMENTS)}:\n{error}"
-            ) from error
+    try:
+        return ensure_venv(venv, REQUIREMENTS, log)  # one build at a time: ensure_venv locks it
+    except RuntimeError as error:
+        raise TritonUnavailable(
+            f"building the Triton peer's venv {venv} failed (log {log}); it needs a package index with "
+            f"{', '.join(REQUIREMENTS)}:\n{error}"
+        ) from error
 
 
 def libpython_dir(python: Path) -> Path:
