@@ -208,27 +208,43 @@ def _problem(error: FieldError, paths: Iterable[str], **changes: Any) -> Problem
     return replace(Problem(where, text, _fix(error), level), **changes)
 
 
-# What a cluster may allow that Knative's defaults refuse: each setting, the ConfigMaps changed to lift it.
-def _lifting(config: kc.Config) -> Iterator[tuple[str, kc.Config, str]]:
+# What a cluster may allow that Knative's defaults refuse: each setting, how it changes the ConfigMaps to lift
+# it, and the fix to print.
+Lift = Callable[[kc.Config], kc.Config]
+
+
+def _lifting(config: kc.Config) -> Iterator[tuple[str, Lift, str]]:
     for flag in kc.FEATURE_DEFAULTS:
         if config.features[flag] != kc.ENABLED:
-            lifted = replace(config, features=config.features.set(flag, kc.ENABLED))
-            yield flag, lifted, f"turn on the Knative feature flag {flag}: {flags.enable_command(flag)}"
+
+            def enable(c: kc.Config, flag: str = flag) -> kc.Config:
+                return replace(c, features=c.features.set(flag, kc.ENABLED))
+
+            yield flag, enable, f"turn on the Knative feature flag {flag}: {flags.enable_command(flag)}"
     if not config.autoscaler.allow_zero_initial_scale:
-        lifted = replace(config, autoscaler=replace(config.autoscaler, allow_zero_initial_scale=True))
         patch = flags.configmap_patch(kc.AUTOSCALER_CONFIG_NAME, "allow-zero-initial-scale", "true")
-        yield "allow-zero-initial-scale", lifted, f"allow it in the cluster: {patch}"
+        yield (
+            "allow-zero-initial-scale",
+            lambda c: replace(c, autoscaler=replace(c.autoscaler, allow_zero_initial_scale=True)),
+            f"allow it in the cluster: {patch}",
+        )
     if config.autoscaler.max_scale_limit:
-        lifted = replace(config, autoscaler=replace(config.autoscaler, max_scale_limit=0))
         patch = flags.configmap_patch(kc.AUTOSCALER_CONFIG_NAME, "max-scale-limit", "0")
-        yield "max-scale-limit", lifted, f"raise the cluster's limit: {patch}"
-    defaults = config.defaults
-    roomy = replace(defaults, max_revision_timeout_seconds=2**31, container_concurrency_max_limit=2**31)
-    if roomy != defaults:
-        lifted = replace(config, defaults=roomy)
+        yield (
+            "max-scale-limit",
+            lambda c: replace(c, autoscaler=replace(c.autoscaler, max_scale_limit=0)),
+            f"raise the cluster's limit: {patch}",
+        )
+
+    def roomy(c: kc.Config) -> kc.Config:
+        return replace(
+            c, defaults=replace(c.defaults, max_revision_timeout_seconds=2**31, container_concurrency_max_limit=2**31)
+        )
+
+    if roomy(config) != config:
         yield (
             "config-defaults",
-            lifted,
+            roomy,
             (
                 "raise max-revision-timeout-seconds or container-concurrency-max-limit in configmap "
                 f"{kc.DEFAULTS_CONFIG_NAME} of {flags.NAMESPACE}, or lower the value"
@@ -249,11 +265,16 @@ def knative_problems(
     if not found:
         return []
     lifted_by: dict[Line, tuple[str, str]] = {}
-    remaining = _lines(found)
-    for setting, config, how in _lifting(cluster.config):
+    lifts = list(_lifting(cluster.config))
+    everything = cluster.config
+    for _, lift, _ in lifts:
+        everything = lift(everything)
+    # Only what every setting lifted together lifts is worth a run per setting (most errors are not: no run).
+    remaining = _lines(found) - _lines(webhook_errors(manifest, everything, existing))
+    for setting, lift, how in lifts:
         if not remaining:
             break
-        gone = remaining - _lines(webhook_errors(manifest, config, existing))
+        gone = remaining - _lines(webhook_errors(manifest, lift(cluster.config), existing))
         for line in gone:
             lifted_by.setdefault(line, (setting, how))
         remaining -= gone
