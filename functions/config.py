@@ -134,21 +134,64 @@ class ModelConfig(_Strict):
     autoscaling: Autoscaling = Autoscaling()
 
 
+class Faults(_Strict):
+    """A drill feature: `DIR/<model>/<version>/faults.yaml` makes that version slow or failing on purpose, so a
+    canary rollout can be shown to catch it (docs/drills.md). Read and applied by the function only."""
+
+    # Added to every request of the version, without holding the batcher or blocking the event loop.
+    delay_ms: float = Field(default=0.0, ge=0.0, le=60_000.0, allow_inf_nan=False, strict=True)
+    # The share of requests that fail with INTERNAL.
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False, strict=True)
+    # Seeds the draw of which requests fail, so a drill (or a test) fails the same requests every run.
+    seed: int | None = Field(default=None, strict=True)
+
+    def describe(self) -> str:
+        parts = [f"delay_ms {self.delay_ms:g}"] if self.delay_ms else []
+        if self.error_rate:
+            parts.append(f"error_rate {self.error_rate:g}")
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
+        return ", ".join(parts) or "none"
+
+
 class ConfigError(ValueError):
-    """A config.yaml that cannot be used; the message names the file and field."""
+    """A config.yaml (or faults.yaml) that cannot be used; the message names the file and field."""
+
+
+def _read_mapping(path: Path) -> dict[str, object]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors())
 
 
 def load_config(path: Path) -> ModelConfig:
     if not path.exists():
         return ModelConfig()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = _read_mapping(path)
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {_problems(exc)}") from exc
+
+
+def load_faults(path: Path) -> Faults | None:
+    """The faults of one version's `faults.yaml`, or None without the file; ConfigError naming it if it is bad."""
+    if not path.exists():
+        return None
+    data = _read_mapping(path)
+    try:
+        return Faults.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: {_problems(exc)} (expected delay_ms: a number >= 0, error_rate: 0..1, seed: an integer)"
+        ) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -20,7 +21,7 @@ import numpy as np
 
 from edgeinfer.functions import classification, repository
 from edgeinfer.functions.batching import BatchStats, DynamicBatcher
-from edgeinfer.functions.config import ConfigError
+from edgeinfer.functions.config import ConfigError, Faults, load_faults
 from edgeinfer.functions.metadata import build_metadata
 from edgeinfer.functions.metrics import FunctionMetrics, ModelMetrics
 from edgeinfer.functions.model_config import (
@@ -39,6 +40,7 @@ from edgeinfer.protocol.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InferenceError,
+    Internal,
     InvalidArgument,
     ModelNotFound,
     ResourceExhausted,
@@ -74,6 +76,29 @@ MAX_LOAD_FILES = 64
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
+class FaultInjector:
+    """One version's faults.yaml (a drill feature), ready for the hot path: plain attributes, no parsing."""
+
+    __slots__ = ("_count", "delay_s", "error_rate", "message")
+
+    def __init__(self, model: str, version: str, faults: Faults) -> None:
+        self.delay_s = faults.delay_ms / 1000
+        self.error_rate = faults.error_rate
+        self.message = (
+            f"model '{model}' version {version}: injected fault (faults.yaml error_rate {faults.error_rate:g})"
+        )
+        # Deterministic, not drawn: request k (by arrival, from `seed`) fails when floor((k+1)*rate) > floor(k*rate),
+        # so any n requests in a row fail floor(n*rate) or ceil(n*rate) times; a drill's bound is then exact.
+        self._count = faults.seed or 0
+
+    def fails(self) -> bool:
+        if self.error_rate <= 0:
+            return False
+        k = self._count
+        self._count = k + 1
+        return math.floor((k + 1) * self.error_rate) > math.floor(k * self.error_rate)
+
+
 @dataclass(eq=False)
 class ServedModel:
     model: OnnxModel
@@ -85,6 +110,7 @@ class ServedModel:
     executor: ThreadPoolExecutor
     labels: tuple[str, ...] = ()
     datatypes: dict[str, str] = field(default_factory=dict)
+    faults: FaultInjector | None = None
     # Requests between resolve() and their reply; an unload waits for 0.
     inflight: int = 0
     idle: asyncio.Future[None] | None = None
@@ -259,6 +285,8 @@ class DataPlane:
         )
         try:
             path = entry.versions[version]
+            # Before the model: a bad faults.yaml fails the load at once, naming the file.
+            faults = await asyncio.to_thread(load_faults, path.parent / repository.FAULTS_FILE)
             model = await loop.run_in_executor(executor, OnnxModel.load, entry.name, version, path, config)
             await loop.run_in_executor(executor, model.warm_up)
             inline = False
@@ -269,7 +297,19 @@ class DataPlane:
         except BaseException:
             executor.shutdown(wait=False, cancel_futures=True)
             raise
-        return self._serve(model, inline, executor, labels)
+        served = self._serve(model, inline, executor, labels)
+        if faults is not None:
+            served.faults = FaultInjector(entry.name, version, faults)
+            # Loud: a version that is slow or fails on purpose must never pass unnoticed in a log.
+            log.warning(
+                "version %s of %s has injected faults: %s (from %s); a drill feature: remove the file and reload "
+                "to serve it normally",
+                version,
+                entry.name,
+                faults.describe(),
+                path.parent / repository.FAULTS_FILE,
+            )
+        return served
 
     def _serve(
         self, model: OnnxModel, inline: bool, executor: ThreadPoolExecutor, labels: tuple[str, ...]
@@ -559,6 +599,8 @@ class DataPlane:
         if any(spec.datatype == "BYTES" for spec in model.inputs.values()):
             inputs = _strings_for_ort(model.name, inputs)
         budget = timeout if timeout is not None else model.config.timeout_ms / 1000
+        if served.faults is not None:
+            budget = await self._inject(served.faults, model.name, budget)
         if served.batcher.draining:
             raise Unavailable(f"model '{model.name}' is being unloaded; it takes no new requests")
         if served.batcher.inline:  # runs within this turn of the loop: nothing to time out
@@ -578,6 +620,28 @@ class DataPlane:
         return response, size
 
     @staticmethod
+    async def _inject(faults: FaultInjector, model: str, budget: float) -> float:
+        """Apply a drill's faults.yaml to a valid request; the budget left for the batcher.
+
+        After validation, so client errors stay client errors, and before the request is queued: the sleep holds
+        no batcher slot and no instance (batches of other requests run as usual), and it counts against the
+        request's deadline as a slow model would. The failure is drawn on arrival, so a seeded run fails the same
+        requests however the sleeps interleave; a failing request is delayed too (every request is)."""
+        fails = faults.fails()
+        if faults.delay_s:
+            if faults.delay_s >= budget:
+                await asyncio.sleep(budget)
+                raise DeadlineExceeded(
+                    f"model '{model}': no result within {budget * 1000:.0f} ms (faults.yaml delay_ms "
+                    f"{faults.delay_s * 1000:g})"
+                )
+            await asyncio.sleep(faults.delay_s)
+            budget -= faults.delay_s
+        if fails:
+            raise Internal(faults.message)
+        return budget
+
+    @staticmethod
     async def _submit_within(served: ServedModel, inputs: dict[str, Array], size: int, budget: float) -> list[Array]:
         model = served.model
         try:
@@ -591,11 +655,14 @@ class DataPlane:
 
 
 def _fingerprint(model_dir: Path) -> tuple[object, ...]:
-    """What changes when a model's files do: each version's model file, config.yaml, labels.txt."""
+    """What changes when a model's files do: each version's model file and faults.yaml, config.yaml, labels.txt."""
     parts: list[object] = []
     for label in repository.versions_of(model_dir):
         stat = (model_dir / label / repository.MODEL_FILE).stat()
         parts.append((label, stat.st_mtime_ns, stat.st_size))
+        with contextlib.suppress(OSError):
+            stat = (model_dir / label / repository.FAULTS_FILE).stat()
+            parts.append((label, repository.FAULTS_FILE, stat.st_mtime_ns, stat.st_size))
     for extra in (repository.CONFIG_FILE, classification.LABELS_FILE):
         with contextlib.suppress(OSError):
             stat = (model_dir / extra).stat()

@@ -5,12 +5,17 @@
   input `features` FP32 [-1, 30], output `probabilities` FP32 [-1, 2].
 - ranker: an MLP 512 → 2048 → 2048 → 2048 → 1000 with seeded random weights,
   input `embedding` FP32 [-1, 512], output `scores` FP32 [-1, 1000].
+
+`--canary KIND [--canary-version 2]` also writes a candidate version of fraud beside version 1, for rollouts and
+their drills (`write_canary`): good, slow, errors, wrong, incompatible (CANARIES says what each is).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,21 @@ RANKER_CONFIG = {
 }
 # Big enough that one batch-1 inference takes over 2 ms on one CPU thread.
 RANKER_LAYERS = (512, 2048, 2048, 2048, 1000)
+CANARY_MODEL = "fraud"
+# Candidate versions of fraud: kind -> what it is.
+CANARIES = {
+    "good": "the same model as version 1",
+    "slow": "the same model; faults.yaml delays every request 200 ms",
+    "errors": "the same model; faults.yaml fails 20 % of requests with INTERNAL",
+    "wrong": "probabilities flipped ([p1, p0]); the same inputs and outputs as version 1",
+    "incompatible": "input features FP32 [-1, 31]: inputs differ from version 1",
+}
+# faults.yaml of the kinds that have one (functions/config.py's Faults); seeded so a drill fails the same requests.
+CANARY_FAULTS: dict[str, dict[str, float | int]] = {
+    "slow": {"delay_ms": 200},
+    "errors": {"error_rate": 0.2, "seed": 1},
+}
+FRAUD_WIDTH = 30
 
 
 def build_fraud() -> bytes:
@@ -98,35 +118,147 @@ def _serialize(graph: Any, doc: str) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def flip_probabilities(model: bytes) -> bytes:
+    """The fraud model with its `probabilities` columns swapped ([p1, p0]): a Gather on axis 1 with indices [1, 0]
+    appended to the graph, so the inputs and outputs (names, types, shapes) are version 1's."""
+    import onnx
+    from onnx import checker, helper, numpy_helper
+
+    proto = onnx.load_from_string(model)
+    graph = proto.graph
+    inner = "probabilities_unflipped"
+    for node in graph.node:
+        _rename(node.output, "probabilities", inner)
+        _rename(node.input, "probabilities", inner)
+    graph.initializer.append(numpy_helper.from_array(np.array([1, 0], dtype=np.int64), "flip_order"))
+    graph.node.append(helper.make_node("Gather", [inner, "flip_order"], ["probabilities"], axis=1, name="flip"))
+    proto.doc_string = "fraud with flipped probabilities ([p1, p0]): a wrong canary for rollout drills"
+    checker.check_model(proto)
+    return bytes(proto.SerializeToString())
+
+
+def widen_features(model: bytes, width: int = FRAUD_WIDTH + 1) -> bytes:
+    """The fraud model taking `features` [-1, width] (a Slice keeps the first 30): a candidate whose inputs differ
+    from version 1's, which a rollout must refuse before sending it any traffic."""
+    import onnx
+    from onnx import checker, helper, numpy_helper
+
+    proto = onnx.load_from_string(model)
+    graph = proto.graph
+    inner = "features_used"
+    for node in graph.node:
+        _rename(node.input, "features", inner)
+    (features,) = [i for i in graph.input if i.name == "features"]
+    features.type.tensor_type.shape.dim[1].dim_value = width
+    for name, value in (("slice_starts", 0), ("slice_ends", FRAUD_WIDTH), ("slice_axes", 1)):
+        graph.initializer.append(numpy_helper.from_array(np.array([value], dtype=np.int64), name))
+    cut = helper.make_node("Slice", ["features", "slice_starts", "slice_ends", "slice_axes"], [inner], name="cut")
+    nodes = [cut, *graph.node]  # the graph must stay topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    proto.doc_string = f"fraud taking {width} features: an incompatible canary (inputs differ from version 1)"
+    checker.check_model(proto)
+    return bytes(proto.SerializeToString())
+
+
+def _rename(names: Any, old: str, new: str) -> None:
+    replaced = [new if n == old else n for n in names]
+    del names[:]
+    names.extend(replaced)
+
+
 EXAMPLES = {"fraud": (build_fraud, FRAUD_CONFIG), "ranker": (build_ranker, RANKER_CONFIG)}
 
 
-def write_examples(root: Path, force: bool = False) -> list[Path]:
+def _write_atomic(path: Path, content: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(content)
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+
+
+def write_examples(root: Path, force: bool = False, only: tuple[str, ...] | None = None) -> list[Path]:
     """Write each example model (version 1) and its config.yaml; return the model files written."""
     written = []
     for name, (build, config) in EXAMPLES.items():
+        if only is not None and name not in only:
+            continue
         model_file = root / name / "1" / "model.onnx"
         if model_file.exists() and not force:
             continue
         model_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = model_file.with_suffix(".tmp")
-        tmp.write_bytes(build())
-        tmp.replace(model_file)  # atomic: a concurrent reader never sees half a model
+        _write_atomic(model_file, build())
         (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         written.append(model_file)
     return written
 
 
+def check_canary(kind: str, version: str) -> None:
+    """ValueError, saying what to use, for a kind or version label write_canary would refuse."""
+    if kind not in CANARIES:
+        raise ValueError(f"unknown canary kind {kind!r}; choose one of: {', '.join(CANARIES)}")
+    if not re.fullmatch(r"[1-9][0-9]*", version) or version == "1":
+        raise ValueError(
+            f"canary version {version!r} must be a whole number above 1 (version 1 is the baseline it is compared with)"
+        )
+
+
+def write_canary(root: Path, kind: str, version: str = "2") -> Path:
+    """Write `root/fraud/<version>`, a candidate of the given kind (CANARIES) beside version 1, which is written
+    first if missing; replaces what that version held (a faults.yaml of another kind too). Returns its directory."""
+    check_canary(kind, version)
+    write_examples(root, only=(CANARY_MODEL,))
+    baseline = (root / CANARY_MODEL / "1" / "model.onnx").read_bytes()
+    if kind == "wrong":
+        model = flip_probabilities(baseline)
+    elif kind == "incompatible":
+        model = widen_features(baseline)
+    else:
+        model = baseline  # the same bytes: only a faults.yaml (if any) tells them apart
+    directory = root / CANARY_MODEL / version
+    directory.mkdir(parents=True, exist_ok=True)
+    faults_file = directory / "faults.yaml"
+    faults = CANARY_FAULTS.get(kind)
+    # The faults first: a function polling the repository never loads this model without them.
+    if faults is not None:
+        header = f"# edgeinfer canary '{kind}': {CANARIES[kind]} (a drill feature; docs/drills.md)\n"
+        _write_atomic(faults_file, (header + yaml.safe_dump(faults, sort_keys=False)).encode())
+    else:
+        faults_file.unlink(missing_ok=True)
+    _write_atomic(directory / "model.onnx", model)
+    return directory
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="where to write the repository")
     parser.add_argument("--force", action="store_true", help="overwrite models that already exist")
+    kinds = "; ".join(f"{kind}: {what}" for kind, what in CANARIES.items())
+    parser.add_argument(
+        "--canary",
+        choices=list(CANARIES),
+        help=f"also write a candidate version of fraud beside version 1, for rollout drills ({kinds})",
+    )
+    parser.add_argument(
+        "--canary-version", default=None, metavar="V", help="the candidate's version label (default 2); needs --canary"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     root = Path(args.directory)
+    if args.canary_version is not None and args.canary is None:
+        print("edgeinfer examples: --canary-version needs --canary KIND", file=sys.stderr)
+        return 1
+    if args.canary is not None:
+        try:  # before anything is written: bad input changes nothing
+            check_canary(args.canary, args.canary_version or "2")
+        except ValueError as exc:
+            print(f"edgeinfer examples: {exc}", file=sys.stderr)
+            return 1
     written = write_examples(root, force=args.force)
     for path in written:
         print(f"wrote {path}")
-    if not written:
+    if not written and args.canary is None:
         print(f"{root}: every example model already exists (use --force to rebuild)")
+    if args.canary is not None:
+        directory = write_canary(root, args.canary, args.canary_version or "2")
+        print(f"wrote {directory} (canary '{args.canary}': {CANARIES[args.canary]})")
     return 0

@@ -1,4 +1,5 @@
-"""Model repository layout: `DIR/<model>/<version>/model.onnx` plus optional `DIR/<model>/config.yaml`."""
+"""Model repository layout: `DIR/<model>/<version>/model.onnx` plus optional `DIR/<model>/config.yaml` (and, as a
+drill feature read by the function only, an optional `DIR/<model>/<version>/faults.yaml`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from edgeinfer.functions.config import ModelConfig, load_config
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
+# Injected delay and errors of one version (functions/config.py's Faults): drills only.
+FAULTS_FILE = "faults.yaml"
 
 
 class RepositoryError(ValueError):

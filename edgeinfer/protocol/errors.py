@@ -67,3 +67,10 @@ class AlreadyExists(InferenceError):
 
     code = grpc.StatusCode.ALREADY_EXISTS
     http_status = 409
+
+
+class Internal(InferenceError):
+    """A failure of the server itself (or one injected by a drill's faults.yaml); the message says which."""
+
+    code = grpc.StatusCode.INTERNAL
+    http_status = 500
