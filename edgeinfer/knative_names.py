@@ -70,3 +70,19 @@ def cluster_local_host(service: str, namespace: str, cluster_domain: str = "clus
 def external_host(service: str, namespace: str, domain: str) -> str:
     """The hostname the ingress routes to a Knative Service, with Knative's default domain template."""
     return f"{service}.{namespace}.{domain}"
+
+
+def tagged_name(tag: str, service: str) -> str:
+    """The name a Knative traffic tag's route gets (the default tagTemplate `{{.Tag}}-{{.Name}}`); it takes the
+    Service name's place in the host: `<tag>-<service>.<namespace>.<domain>`, or `.svc.<cluster-domain>` inside.
+
+    ValueError, naming the rule, when the tag or the name it makes is no DNS-1035 label (Knative refuses it too).
+    """
+    name = f"{tag}-{service}"
+    if not is_dns1123_label(tag) or not is_dns1035_label(name):
+        raise ValueError(
+            f"traffic tag '{tag}' of Knative Service '{service}' gives no valid route name ('{name}'): a tag is "
+            "lower-case letters, digits and '-', and '<tag>-<service>' must start with a letter and be at most "
+            "63 characters"
+        )
+    return name

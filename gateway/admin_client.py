@@ -1,12 +1,19 @@
-"""The one client of a gateway's admin port (gateway/rest.py's AdminFront): /v1/pools, /v1/fault, /metrics,
-/readyz. Used by `edgeinfer status`, `edgeinfer drill`, the tuner and the local stack's supervisor."""
+"""The one client of a gateway's admin port (gateway/rest.py's AdminFront): /v1/pools, /v1/fault, /v1/traffic,
+/metrics, /readyz. Used by `edgeinfer status`, `edgeinfer drill`, `edgeinfer rollout`, the tuner and the local
+stack's supervisor."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
+
+
+def _segment(text: str) -> str:
+    """One path segment of a URL: a model or version name with '/' and the like escaped."""
+    return urllib.parse.quote(text, safe="")
 
 
 class AdminError(Exception):
@@ -68,10 +75,22 @@ class AdminClient:
         ready = pool.get("ready") if isinstance(pool, dict) else None
         return ready if isinstance(ready, int) else 0
 
-    def update_pool(self, model: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """PATCH Knative knobs of one pool (e.g. {"min-scale": 2}); returns {"model", "knobs"}."""
-        reply: dict[str, Any] = self.json("PATCH", f"/v1/pools/{model}", changes)
+    def update_pool(self, model: str, changes: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+        """PATCH Knative knobs (e.g. {"min-scale": 2}) of every version of `model`, or of one `version`. Returns
+        {"model", "knobs" (the default version's), "versions": {version: knobs}}, or for one version
+        {"model", "version", "knobs"}."""
+        path = f"/v1/pools/{_segment(model)}" + (f"/{_segment(version)}" if version is not None else "")
+        reply: dict[str, Any] = self.json("PATCH", path, changes)
         return reply
+
+    def drain(self, model: str, version: str) -> int:
+        """Stop every instance of `model`'s `version` gracefully (calls in flight finish) and hold it at zero until
+        a request names it; returns how many instances were told to stop."""
+        reply = self.json("POST", f"/v1/pools/{_segment(model)}/{_segment(version)}/drain")
+        drained = reply.get("drained") if isinstance(reply, dict) else None
+        if not isinstance(drained, int) or isinstance(drained, bool):
+            raise AdminError(f"POST {self.base}/v1/pools/{model}/{version}/drain: unexpected answer {reply!r}")
+        return drained
 
     # -- /v1/fault: drills ---------------------------------------------------------------------
 
@@ -83,6 +102,33 @@ class AdminClient:
     def clear_fault(self) -> dict[str, Any]:
         reply: dict[str, Any] = self.json("DELETE", "/v1/fault")
         return reply
+
+    # -- /v1/traffic: traffic split and shadow per model (gateway/traffic.py) -------------------
+
+    def traffic(self, model: str | None = None) -> dict[str, Any]:
+        """One model's traffic policy (the default, generation 0, when none was set), or with no model
+        {model: policy} of every routed model."""
+        if model is not None:
+            policy: dict[str, Any] = self.json("GET", f"/v1/traffic/{_segment(model)}")
+            return policy
+        reply = self.json("GET", "/v1/traffic")
+        models = reply.get("models") if isinstance(reply, dict) else None
+        return models if isinstance(models, dict) else {}
+
+    def set_traffic(self, model: str, policy: dict[str, Any], expect_generation: int | None = None) -> dict[str, Any]:
+        """PUT the model's whole policy ({"weights": {"1": 90, "2": 10}, "shadow": ..., "lease_seconds": ...});
+        with `expect_generation`, refused with HTTP 409 (AdminError.status) when the policy changed since that
+        generation was read. Returns the stored policy."""
+        body = dict(policy)
+        if expect_generation is not None:
+            body["expect_generation"] = expect_generation
+        stored: dict[str, Any] = self.json("PUT", f"/v1/traffic/{_segment(model)}", body)
+        return stored
+
+    def clear_traffic(self, model: str) -> dict[str, Any]:
+        """Back to the default policy (every unversioned request to the latest version); returns it."""
+        policy: dict[str, Any] = self.json("DELETE", f"/v1/traffic/{_segment(model)}")
+        return policy
 
     # -- scrape and probe ----------------------------------------------------------------------
 

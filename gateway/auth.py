@@ -386,5 +386,5 @@ def run(args: argparse.Namespace) -> int:
     key, digest = new_key()
     print(f"API key (give it to the tenant; it is not stored anywhere): {key}")
     print("Add to the --api-keys file:")
-    print(f"tenants:\n  {args.tenant}:\n    keys: [\"{digest}\"]")
+    print(f'tenants:\n  {args.tenant}:\n    keys: ["{digest}"]')
     return 0

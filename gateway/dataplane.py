@@ -7,6 +7,11 @@ to a function through the backend → store the reply without delaying it.
 A front that has the request's bytes (gRPC ModelInfer) looks them up first, before
 parsing anything (wire_lookup, wire_hit: cache/wire_key.py); a wire miss takes the
 path above, which fills the wire entry.
+
+A request that names no version gets one from the model's traffic policy (gateway/traffic.py: a weighted pick),
+else the latest; one that names a version is never split. Validation, the cache key and the call use that
+version. A sampled share of unversioned requests is copied, once answered, to the policy's shadow version in the
+background, and the two answers compared (gateway/shadow.py).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -27,7 +32,9 @@ from edgeinfer.cache.key import uncacheable_reason
 from edgeinfer.cache.wire_key import wire_cacheable, wire_key
 from edgeinfer.gateway.backends.base import Backend, BackendError, request_arrival
 from edgeinfer.gateway.metrics import GatewayMetrics
+from edgeinfer.gateway.shadow import ERROR, compare_replies
 from edgeinfer.gateway.statistics import GatewayStatistics, ModelCounters
+from edgeinfer.gateway.traffic import Shadow, Split, TrafficTable, effective_weights
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import DeadlineExceeded, FailedPrecondition, InferenceError, ModelNotFound
 from edgeinfer.protocol.tensors import (
@@ -63,6 +70,8 @@ _STATUS_FIELDS = {
     for status in ("hit-l1", "hit-redis", "miss", "coalesced", "bypass")
 }
 METADATA_TIMEOUT_S = 5.0
+# Shadow calls in flight at most; a sampled request beyond it is counted as dropped, never queued.
+MAX_SHADOWS_IN_FLIGHT = 32
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
 
@@ -154,7 +163,7 @@ class WireLookup:
 
     scanned: ScannedInferRequest
     key: bytes
-    view: ModelView
+    view: ModelView  # the resolved version's
     version: str  # resolved
     tenant: str
     started: int  # perf_counter_ns when the request arrived
@@ -184,9 +193,10 @@ class GatewayDataPlane:
         wire_cache: Cache | None = None,
         metadata_ttl_seconds: float = 30.0,
         default_timeout_seconds: float = 10.0,
+        traffic: TrafficTable | None = None,
     ) -> None:
         """`wire_cache` holds the wire entries (default: `cache`, whose two tiers they then share; wire keys never
-        equal canonical ones)."""
+        equal canonical ones). `traffic`: the models' traffic policies (default: an empty table in memory)."""
         self.backend = backend
         self.metrics = metrics
         self.tracing = tracing
@@ -205,6 +215,23 @@ class GatewayDataPlane:
         self._background: set[asyncio.Task[Any]] = set()
         # Seconds added to every inference: set by drills through the admin port (PUT /v1/fault).
         self.fault_delay = 0.0
+        self.traffic = traffic if traffic is not None else TrafficTable()
+        self._splits: dict[str, Split] = self.traffic.splits  # the same dict: changes show at once
+        self._shadows: set[asyncio.Task[None]] = set()
+        metrics.traffic_weights = self._traffic_weights
+        # A backend that routes versions by Knative traffic tag follows each policy's tags, loaded ones included.
+        self.traffic.on_change = self.apply_tags
+        for model, policy in list(self.traffic.policies.items()):
+            self.apply_tags(model, policy.tags)
+
+    def apply_tags(self, model: str, tags: Mapping[str, str]) -> None:
+        """Route each tagged version to its Knative tag (backends without tags ignore this), and forget the
+        model's unversioned view: a version that only a tag serves is known from the next fetch on."""
+        set_tags = getattr(self.backend, "set_tags", None)
+        if set_tags is None:
+            return
+        set_tags(model, dict(tags))
+        self._views.pop((model, ""), None)
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -330,22 +357,37 @@ class GatewayDataPlane:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def wire_lookup(self, data: bytes, tenant: str = DEFAULT_TENANT) -> WireLookup | None:
+    def _pick(self, model: str, base: ModelView) -> str:
+        """The version of a request that names none: the traffic policy's weighted pick among the versions the
+        model has, else its default (the latest)."""
+        split = self._splits.get(model)
+        if split is not None:
+            version = split.pick()
+            if version and version in base.versions:
+                return version
+        return base.version
+
+    def wire_lookup(self, data: bytes, tenant: str = DEFAULT_TENANT, version: str = "") -> WireLookup | None:
         """The wire-level key of a serialized ModelInferRequest (cache/wire_key.py), or None where that path does
         not apply and the request is parsed first: no cache, a fault delay set, bytes the scan will not vouch
-        for, a model whose view is not fetched or is stale, an unknown version, a request the cache would not
-        keep. Takes no I/O: a scan of the top-level fields and one hash."""
+        for, a model (or the resolved version) whose view is not fetched or is stale, an unknown version, a
+        request the cache would not keep. `version`: the one already resolved for an unversioned request (else
+        it is resolved here, as infer() does). Takes no I/O: a scan of the top-level fields and one hash."""
         started = time.perf_counter_ns()
         if self._wire_cache is None or self._key is None or self.fault_delay:
             return None
         scanned = scan_infer_request(data)
         if scanned is None:
             return None
-        view = self._views.get((scanned.model_name, ""))
-        if view is None or not view.cache_enabled or time.monotonic() - view.fetched_at >= self._metadata_ttl:
+        now = time.monotonic()
+        base = self._views.get((scanned.model_name, ""))
+        if base is None or now - base.fetched_at >= self._metadata_ttl:
             return None
-        version = scanned.model_version or view.version
-        if version not in view.versions or not wire_cacheable(scanned):
+        version = scanned.model_version or version or self._pick(base.name, base)
+        if version not in base.versions or not wire_cacheable(scanned):
+            return None
+        view = base if version == base.version else self._views.get((base.name, version))
+        if view is None or not view.cache_enabled or now - view.fetched_at >= self._metadata_ttl:
             return None
         tenant = authenticated_tenant.get() or tenant
         key = wire_key(scanned, tenant=tenant, version=version, model_tag=view.tag)
@@ -364,7 +406,7 @@ class GatewayDataPlane:
                 hit = await self._wire_cache.get(wire.key)
             wire.lookup_ns = time.perf_counter_ns() - looked_up
         except BaseException as exc:  # cancelled while Redis answered: the client went away
-            self._failed(counters, model, wire.started, exc)
+            self._failed(counters, model, wire.version, wire.started, exc)
             raise
         if hit is None:
             return None
@@ -374,7 +416,13 @@ class GatewayDataPlane:
             self._spawn(self._refresh_from_wire(wire))
         status = f"hit-{hit.tier}"
         outcome = InferOutcome(hit.payload + id_field_bytes(wire.scanned.request_id) + _STATUS_FIELDS[status], status)
-        self._succeeded(counters, model, status, wire.started)
+        self._succeeded(counters, model, wire.version, status, wire.started)
+        if not wire.scanned.model_version:
+            split = self._splits.get(model)
+            shadow = split.shadow_for(wire.version) if split is not None else None
+            if shadow is not None:
+                forward = wire.scanned.without_id(request_version_field(shadow.version))
+                self._shadow(model, wire.version, shadow, forward, outcome.payload, wire.view.timeout_seconds)
         return outcome
 
     async def infer(
@@ -393,45 +441,60 @@ class GatewayDataPlane:
         tenant = wire.tenant if wire is not None else authenticated_tenant.get() or tenant
         model = request.model_name
         counters: ModelCounters | None = None
+        resolved = ""  # the version label: "" until the version is one the model has
         try:
             if self.fault_delay:
                 await asyncio.sleep(self.fault_delay)
-            view = await self.model(model)
-            version = request.model_version or view.version
-            if version not in view.versions:
+            base = await self.model(model)
+            named = request.model_version
+            if named:
+                version = named
+            elif wire is not None and wire.version in base.versions:
+                version = wire.version  # picked by the wire lookup: the same pick
+            else:
+                version = self._pick(model, base)
+            if version not in base.versions:
                 raise ModelNotFound(
-                    f"model '{view.name}' has no version '{version}'; available: {', '.join(view.versions)}"
+                    f"model '{base.name}' has no version '{version}'; available: {', '.join(base.versions)}"
                 )
+            resolved = version
+            # Validated against the resolved version's own metadata: a candidate may differ from the latest.
+            view = base if version == base.version else await self.model(model, version)
             if wire is not None and (wire.view is not view or wire.version != version):
                 wire = None  # the view changed since the lookup: the key names the other one
             if wire is None and raw_request is not None:
-                wire = self.wire_lookup(raw_request, tenant)  # the view is fetched now: fill the wire entry too
+                # The view is fetched now: fill the wire entry too.
+                wire = self.wire_lookup(raw_request, tenant, version)
             # Counted from here on: a routed model and a version its function has, so the table stays bounded.
             counters = self.statistics_table.counters(model, version)
-            outcome = await self._serve(request, raw_request, tenant, timeout, view, version, counters, wire)
+            shadow = None
+            if not named:
+                split = self._splits.get(model)
+                shadow = split.shadow_for(version) if split is not None else None
+            outcome = await self._serve(request, raw_request, tenant, timeout, view, version, counters, wire, shadow)
         except BaseException as exc:  # a cancelled call (the client went away) is a failure too
             if counters is not None:
-                self._failed(counters, model, started, exc)
+                self._failed(counters, model, resolved, started, exc)
             elif isinstance(exc, InferenceError):
-                self.metrics.observe(model, exc.code.name, "bypass", (time.perf_counter_ns() - started) / 1e9)
+                self.metrics.observe(model, resolved, exc.code.name, "bypass", (time.perf_counter_ns() - started) / 1e9)
             raise
-        self._succeeded(counters, model, outcome.cache, started)
+        self._succeeded(counters, model, version, outcome.cache, started)
         return outcome
 
-    def _succeeded(self, counters: ModelCounters, model: str, status: str, started: int) -> None:
+    def _succeeded(self, counters: ModelCounters, model: str, version: str, status: str, started: int) -> None:
         elapsed = time.perf_counter_ns() - started
         counters.success_count += 1
         counters.success_ns += elapsed
         counters.last_inference_ms = time.time_ns() // 1_000_000
-        self.metrics.observe(model, "OK", status, elapsed / 1e9)
+        self.metrics.observe(model, version, "OK", status, elapsed / 1e9)
 
-    def _failed(self, counters: ModelCounters, model: str, started: int, exc: BaseException) -> None:
+    def _failed(self, counters: ModelCounters, model: str, version: str, started: int, exc: BaseException) -> None:
         elapsed = time.perf_counter_ns() - started
         counters.fail_count += 1
         counters.fail_ns += elapsed
         counters.last_inference_ms = time.time_ns() // 1_000_000
         if isinstance(exc, InferenceError):
-            self.metrics.observe(model, exc.code.name, "bypass", elapsed / 1e9)
+            self.metrics.observe(model, version, exc.code.name, "bypass", elapsed / 1e9)
 
     def _prepare(
         self,
@@ -467,11 +530,28 @@ class GatewayDataPlane:
         version: str,
         counters: ModelCounters,
         wire: WireLookup | None,
+        shadow: Shadow | None = None,
     ) -> InferOutcome:
         prepared = self._prepare(request, raw_request, timeout, view, version, wire)
+        outcome = await self._serve_prepared(request, tenant, view, version, counters, wire, prepared)
+        if shadow is not None:  # the reply is ready: the copy goes out after it, in the background
+            forward = prepared.forward + request_version_field(shadow.version)
+            self._shadow(view.name, version, shadow, forward, outcome.payload, prepared.budget)
+        return outcome
+
+    async def _serve_prepared(
+        self,
+        request: pb.ModelInferRequest,
+        tenant: str,
+        view: ModelView,
+        version: str,
+        counters: ModelCounters,
+        wire: WireLookup | None,
+        prepared: _Prepared,
+    ) -> InferOutcome:
         raw, batch, budget, forward = prepared.raw, prepared.batch, prepared.budget, prepared.forward
         if not prepared.use_cache:
-            payload = await self._call(view.name, forward, budget, counters, batch)
+            payload = await self._call(view.name, version, forward, budget, counters, batch)
             counters.inference_count += batch
             return self._answer(request, self._body(raw, payload), "bypass")
         assert self._cache is not None and self._key is not None and self._flights is not None
@@ -485,7 +565,7 @@ class GatewayDataPlane:
             counters.cache_hit_count += 1
             counters.cache_hit_ns += lookup_ns
             if hit.refresh:  # XFetch: recompute before expiry, in the background
-                self._spawn(self._refresh(key, view, forward, budget, counters, batch, wire, raw))
+                self._spawn(self._refresh(key, view, version, forward, budget, counters, batch, wire, raw))
             body = self._body(raw, hit.payload)
             # The wire entry lives no longer than the entry it copies (XFetch: only a call's entry knows its cost).
             # The canonical entry's cost comes along, so XFetch refreshes the copy early as it would the entry.
@@ -498,7 +578,7 @@ class GatewayDataPlane:
         try:
             async with asyncio.timeout(budget):
                 payload, shared = await self._flights.do(
-                    key, lambda: self._call_and_store(key, view, forward, budget, counters, batch)
+                    key, lambda: self._call_and_store(key, view, version, forward, budget, counters, batch)
                 )
         except TimeoutError:
             raise DeadlineExceeded(
@@ -546,26 +626,67 @@ class GatewayDataPlane:
                 forward.raw_input_contents.append(raw_bytes(decoded[tensor.name], tensor.datatype))
         return forward.SerializeToString()
 
-    async def _call(self, model: str, forward: bytes, timeout: float, counters: ModelCounters, batch: int) -> bytes:
+    async def _call(
+        self, model: str, version: str, forward: bytes, timeout: float, counters: ModelCounters, batch: int
+    ) -> bytes:
         started = time.perf_counter_ns()
         code = "OK"
         try:
-            with self.tracing.child_span("function.call", {"model": model}, client=True):
-                reply = await self.backend.infer(model, forward, timeout, self.tracing.outgoing_metadata())
+            with self.tracing.child_span("function.call", {"model": model, "version": version}, client=True):
+                reply = await self.backend.infer(model, version, forward, timeout, self.tracing.outgoing_metadata())
             counters.execution(batch, time.perf_counter_ns() - started)
             return reply
         except BackendError as exc:
             code = exc.code.name
             if exc.code.name == "NOT_FOUND":
-                self._views.pop((model, ""), None)  # a version went away: fetch metadata again
+                # A version went away: fetch metadata again.
+                self._views.pop((model, ""), None)
+                self._views.pop((model, version), None)
             raise
         finally:
-            self.metrics.function_call(model, code, (time.perf_counter_ns() - started) / 1e9)
+            self.metrics.function_call(model, version, code, (time.perf_counter_ns() - started) / 1e9)
+
+    # -- shadow traffic ----------------------------------------------------------------------
+
+    def _shadow(self, model: str, baseline: str, shadow: Shadow, forward: bytes, reply: bytes, timeout: float) -> None:
+        """Send `forward` (already naming the shadow's version) to the shadow version in the background and
+        compare its answer with `reply`, the caller's; at most MAX_SHADOWS_IN_FLIGHT at once, the rest dropped."""
+        if len(self._shadows) >= MAX_SHADOWS_IN_FLIGHT:
+            self.metrics.shadow(model, baseline, shadow.version, "dropped")
+            return
+        call = self._shadow_call(model, baseline, shadow, forward, reply, timeout)
+        task = asyncio.get_running_loop().create_task(call)
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow_call(
+        self, model: str, baseline: str, shadow: Shadow, forward: bytes, reply: bytes, timeout: float
+    ) -> None:
+        # Not counted in the request's statistics or metrics; a fresh arrival, so a cold start it waits on is its own.
+        request_arrival.set(time.monotonic())
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self.backend.infer(model, shadow.version, forward, timeout, ())
+        except (InferenceError, TimeoutError) as exc:
+            log.debug("shadow call of %s version %s failed: %s", model, shadow.version, exc)
+            result = ERROR
+        except Exception:  # a bug must not end as an unretrieved task exception: count it, say where
+            log.exception("shadow call of %s version %s", model, shadow.version)
+            result = ERROR
+        else:
+            result = compare_replies(reply, answer, shadow.atol, shadow.rtol)
+        self.metrics.shadow(model, baseline, shadow.version, result)
+
+    def _traffic_weights(self) -> Iterator[tuple[str, str, int]]:
+        """GATEWAY_TRAFFIC_WEIGHT at scrape time: each routed model's policy weights, else 100 to its latest."""
+        defaults = {m: v.version for (m, ver), v in self._views.items() if not ver}
+        return effective_weights(self.traffic, self.backend.models(), defaults)
 
     async def _call_and_store(
         self,
         key: bytes,
         view: ModelView,
+        version: str,
         forward: bytes,
         timeout: float,
         counters: ModelCounters,
@@ -574,7 +695,7 @@ class GatewayDataPlane:
         miss: bool = True,
     ) -> bytes:
         started = time.perf_counter_ns()
-        payload = await self._call(view.name, forward, timeout, counters, batch)
+        payload = await self._call(view.name, version, forward, timeout, counters, batch)
         assert self._cache is not None
         stored = time.perf_counter_ns()
         self._cache.put(key, payload, view.cache_ttl_seconds, (stored - started) / 1e9)
@@ -586,6 +707,7 @@ class GatewayDataPlane:
         self,
         key: bytes,
         view: ModelView,
+        version: str,
         forward: bytes,
         timeout: float,
         counters: ModelCounters,
@@ -597,7 +719,7 @@ class GatewayDataPlane:
         started = time.perf_counter_ns()
         try:
             payload, shared = await self._flights.do(
-                key, lambda: self._call_and_store(key, view, forward, timeout, counters, batch, miss=False)
+                key, lambda: self._call_and_store(key, view, version, forward, timeout, counters, batch, miss=False)
             )
         except InferenceError as exc:
             log.debug("early refresh of %s failed: %s", view.name, exc.message)
@@ -622,7 +744,9 @@ class GatewayDataPlane:
         assert self._key is not None
         key = self._key(request, prepared.decoded, wire.tenant, version)
         counters = self.statistics_table.counters(view.name, version)
-        await self._refresh(key, view, prepared.forward, prepared.budget, counters, prepared.batch, wire, prepared.raw)
+        await self._refresh(
+            key, view, version, prepared.forward, prepared.budget, counters, prepared.batch, wire, prepared.raw
+        )
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -645,9 +769,10 @@ class GatewayDataPlane:
         return InferOutcome(body + id_field(request.id) + _STATUS_FIELDS[status], status)
 
     async def close(self) -> None:
-        for task in list(self._background):
+        tasks = [*self._background, *self._shadows]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def region_metadata(region: str, cache: str | None) -> Sequence[tuple[str, str]]:

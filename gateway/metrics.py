@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,6 +31,11 @@ GATEWAY_CACHE_L1_BYTES = "edgeinfer_gateway_cache_l1_bytes"
 GATEWAY_CACHE_L1_ENTRIES = "edgeinfer_gateway_cache_l1_entries"
 GATEWAY_CACHE_PENDING_WRITES = "edgeinfer_gateway_cache_pending_writes"
 GATEWAY_CACHE_BREAKER_OPEN = "edgeinfer_gateway_cache_breaker_open"
+# Progressive delivery (gateway/traffic.py): shadow copies compared with the caller's reply, and each version's
+# share of unversioned requests.
+GATEWAY_SHADOW_COMPARISONS = "edgeinfer_gateway_shadow_comparisons_total"
+GATEWAY_TRAFFIC_WEIGHT = "edgeinfer_gateway_traffic_weight"
+SHADOW_RESULTS = ("agree", "disagree", "error", "dropped")
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -58,33 +63,44 @@ class GatewayMetrics:
     def __init__(self, region: str, registry: CollectorRegistry | None = None) -> None:
         self.region = region
         self.registry = r = registry or CollectorRegistry()
-        # Per-request series: the cheap hot-path kind (edgeinfer.metrics).
+        # Per-request series: the cheap hot-path kind (edgeinfer.metrics). `version` is the version that served the
+        # request ("" when none was resolved: an unknown model or version), so a canary is measured apart.
         self.requests = FastCounter(
             GATEWAY_REQUESTS,
             "Inference requests by outcome and cache status",
-            ["region", "model", "code", "cache"],
+            ["region", "model", "version", "code", "cache"],
             r,
         )
         self.latency = FastHistogram(
             GATEWAY_REQUEST_SECONDS,
             "Gateway time per inference request",
-            ["region", "model", "cache"],
+            ["region", "model", "version", "cache"],
             r,
             _LATENCY_BUCKETS,
         )
         self.function_calls = FastCounter(
             GATEWAY_FUNCTION_CALLS,
             "Calls from the gateway to inference functions",
-            ["region", "model", "code"],
+            ["region", "model", "version", "code"],
             r,
         )
         self.function_latency = FastHistogram(
             GATEWAY_FUNCTION_CALL_SECONDS,
             "Duration of calls to inference functions",
-            ["region", "model"],
+            ["region", "model", "version"],
             r,
             _LATENCY_BUCKETS,
         )
+        self.shadow_comparisons = FastCounter(
+            GATEWAY_SHADOW_COMPARISONS,
+            "Shadow copies of requests sent to a candidate version: its answer compared with the baseline's reply "
+            "(agree, disagree), or error, or dropped (too many in flight)",
+            ["region", "model", "baseline", "version", "result"],
+            r,
+        )
+        # Read at scrape time from the traffic policies (set by the data plane): (model, version, percent).
+        self.traffic_weights: Callable[[], Iterable[tuple[str, str, int]]] = lambda: ()
+        r.register(_TrafficCollector(self))
         self.auth = FastCounter(
             GATEWAY_AUTH,
             "API-key checks: admitted or rate_limited per tenant; refused keys (tenant empty) by reason",
@@ -119,16 +135,17 @@ class GatewayMetrics:
             GATEWAY_DESIRED_INSTANCES, "The autoscaler's last decision", ["region", "model"], registry=r
         )
         self.panic = Gauge(GATEWAY_AUTOSCALER_PANIC, "1 while in panic mode", ["region", "model"], registry=r)
-        self._done: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
+        self._done: dict[tuple[str, str, str, str], tuple[CounterCell, HistogramCell]] = {}
+        self._calls: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
 
-    def observe(self, model: str, code: str, cache: str, seconds: float) -> None:
-        children = self._done.get((model, code, cache))
+    def observe(self, model: str, version: str, code: str, cache: str, seconds: float) -> None:
+        children = self._done.get((model, version, code, cache))
         if children is None:  # label lookups once per combination, not per request
             children = (
-                self.requests.labels(self.region, model, code, cache),
-                self.latency.labels(self.region, model, cache),
+                self.requests.labels(self.region, model, version, code, cache),
+                self.latency.labels(self.region, model, version, cache),
             )
-            self._done[(model, code, cache)] = children
+            self._done[(model, version, code, cache)] = children
         children[0].inc()
         children[1].observe(seconds)
 
@@ -136,9 +153,20 @@ class GatewayMetrics:
         # Bounded: tenants come from the keys file, outcomes from a fixed set.
         self.auth.labels(self.region, tenant, outcome).inc()
 
-    def function_call(self, model: str, code: str, seconds: float) -> None:
-        self.function_calls.labels(self.region, model, code).inc()
-        self.function_latency.labels(self.region, model).observe(seconds)
+    def function_call(self, model: str, version: str, code: str, seconds: float) -> None:
+        children = self._calls.get((model, version, code))
+        if children is None:
+            children = (
+                self.function_calls.labels(self.region, model, version, code),
+                self.function_latency.labels(self.region, model, version),
+            )
+            self._calls[(model, version, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def shadow(self, model: str, baseline: str, version: str, result: str) -> None:
+        # Bounded: versions the model has (the policy is checked against them), results from SHADOW_RESULTS.
+        self.shadow_comparisons.labels(self.region, model, baseline, version, result).inc()
 
     def cold_start(self, model: str, seconds: float) -> None:
         self.cold_starts.labels(self.region, model).observe(seconds)
@@ -159,6 +187,21 @@ class GatewayMetrics:
     def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
         """Export the cache's own counters, read at scrape time (the hot path only bumps integers)."""
         self.registry.register(_CacheCollector(self.region, stats))
+
+
+class _TrafficCollector(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            GATEWAY_TRAFFIC_WEIGHT,
+            "Percent of the model's unversioned requests each version gets, from the traffic policy",
+            labels=["region", "model", "version"],
+        )
+        for model, version, percent in self._metrics.traffic_weights():
+            gauge.add_metric([self._metrics.region, model, version], percent)
+        yield gauge
 
 
 # CacheStats fields that are gauges; every other integer field is a counter, exported as

@@ -48,6 +48,7 @@ from edgeinfer.gateway.rest_json import (
     statistics_json,
 )
 from edgeinfer.gateway.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
+from edgeinfer.gateway.traffic_admin import add_traffic_routes
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import InferenceError, InvalidArgument, Unimplemented
 from edgeinfer.protocol.shared_memory import SystemSharedMemory, cuda_status, regions_json
@@ -382,7 +383,9 @@ class RestFront(HttpFront):
 
 class AdminFront(HttpFront):
     """/metrics (Prometheus), /healthz (the process is up), /readyz (it can serve), and with the local
-    backend /v1/pools (GET: instances and knobs; PATCH /v1/pools/{model}: change Knative knobs at run time).
+    backend /v1/pools (GET: instances and knobs, per model and per version; PATCH /v1/pools/{model}[/{version}]:
+    change Knative knobs at run time, of every version or of one; POST /v1/pools/{model}/{version}/drain: stop a
+    version's instances gracefully and hold it at zero until a request names it).
     """
 
     what = "admin port"
@@ -410,9 +413,12 @@ class AdminFront(HttpFront):
         if hasattr(backend, "update"):
             self.app.router.add_get("/v1/pools", self.pools)
             self.app.router.add_patch("/v1/pools/{model}", self.update_pool)
+            self.app.router.add_patch("/v1/pools/{model}/{version}", self.update_pool)
+            self.app.router.add_post("/v1/pools/{model}/{version}/drain", self.drain_pool)
         self.app.router.add_get("/v1/fault", self.fault)
         self.app.router.add_put("/v1/fault", self.set_fault)
         self.app.router.add_delete("/v1/fault", self.clear_fault)
+        add_traffic_routes(self.app, dataplane, region)
 
     # Drills make a region slow through these: {"delay_ms": N} delays every inference it serves.
     async def fault(self, request: web.Request) -> web.Response:
@@ -435,14 +441,24 @@ class AdminFront(HttpFront):
 
     async def update_pool(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]
+        version = request.match_info.get("version")  # None: every version of the model
         changes = await _json_body(request)
         if not isinstance(changes, dict):
             raise InvalidArgument('body must be an object of Knative knobs, e.g. {"min-scale": 2}')
         try:
-            knobs = await self._backend.update(model, changes)
+            applied = await self._backend.update(model, changes, version=version)
         except ValueError as exc:  # pydantic's ValidationError names the knob and the rule
             raise InvalidArgument(str(exc)) from None
-        return web.json_response({"model": model, "knobs": knobs.model_dump(by_alias=True)})
+        knobs = {v: k.model_dump(by_alias=True) for v, k in applied.items()}
+        if version is not None:
+            return web.json_response({"model": model, "version": version, "knobs": knobs[version]})
+        # "knobs": the default (latest) version's, as GET /v1/pools shows them per model.
+        return web.json_response({"model": model, "knobs": list(knobs.values())[-1], "versions": knobs})
+
+    async def drain_pool(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], request.match_info["version"]
+        drained = await self._backend.drain(model, version)
+        return web.json_response({"model": model, "version": version, "drained": drained})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._dp.metrics.registry)

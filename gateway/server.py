@@ -35,6 +35,7 @@ from edgeinfer.gateway.metrics import GatewayMetrics
 from edgeinfer.gateway.rest import AdminFront, RestFront
 from edgeinfer.gateway.servicer import GatewayServicer
 from edgeinfer.gateway.settings import DRAIN_DELAY_S, GatewaySettings, parse_route, parse_workers
+from edgeinfer.gateway.traffic import TRAFFIC_FILE, TrafficTable
 from edgeinfer.gateway.workers import run_group, usable_cpus
 from edgeinfer.knative_names import service_name
 from edgeinfer.protocol import open_inference_pb2 as pb
@@ -123,7 +124,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--knative-domain", help="with --knative-ingress: the region's knative_domain")
     parser.add_argument("--model-repo", type=Path, help="with --backend local: the model repository to serve")
-    parser.add_argument("--state-dir", type=Path, help="with --backend local: logs and per-model repositories")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="traffic policies (traffic.json, any backend; without it they live in memory only), and with "
+        "--backend local: logs and per-model repositories",
+    )
     parser.add_argument("--max-instances", type=int, default=4, help="with --backend local: cap per model")
     parser.add_argument("--autoscale-tick", type=float, default=2.0, help="with --backend local: seconds per tick")
     parser.add_argument(
@@ -247,6 +253,25 @@ def build_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> CachePlan
     return CachePlan(cache, SingleFlight[bytes](), _key)
 
 
+def traffic_path(settings: GatewaySettings) -> Path | None:
+    """Where the traffic policies persist: `<state-dir>/traffic.json`, None without a state dir (memory only). A
+    worker's state dir is its own subfolder of the group's (gateway/workers.py worker_settings): the workers share
+    the group's file, so a restarted worker reads the policies its siblings hold."""
+    if settings.state_dir is None:
+        return None
+    folder = settings.state_dir.parent if settings.worker_index is not None else settings.state_dir
+    return folder / TRAFFIC_FILE
+
+
+def load_traffic(settings: GatewaySettings) -> TrafficTable:
+    table = TrafficTable(traffic_path(settings))
+    try:
+        table.load()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return table
+
+
 def knative_routes_for(settings: GatewaySettings) -> dict[str, KnativeRoute]:
     """--backend knative: model -> KnativeRoute; ValueError naming the flag to fix."""
     return knative_routes(
@@ -325,6 +350,10 @@ class GatewayServer:
             stack.push_async_callback(plan.cache.close)
             if settings.redis_url is not None and not await plan.cache.start():
                 log.warning("Redis is not answering yet; serving from L1 and functions until it does")
+        # Read before the data plane serves: a lease that ran out while the gateway was down is applied first.
+        traffic = load_traffic(settings)
+        traffic.start()  # its lease watcher
+        stack.push_async_callback(traffic.close)
         dataplane = GatewayDataPlane(
             backend,
             metrics,
@@ -334,6 +363,7 @@ class GatewayServer:
             key_function=plan.key if plan is not None else None,
             metadata_ttl_seconds=settings.metadata_ttl_seconds,
             default_timeout_seconds=settings.default_timeout_ms / 1000,
+            traffic=traffic,
         )
         stack.push_async_callback(dataplane.close)
         # One registry of shared-memory regions and one set of trace/log settings per process, shared by both

@@ -10,8 +10,10 @@ on a private loopback port the parent holds, and the parent serves `--admin-port
   group is not draining.
 - /v1/workers: index, pid, private admin address, restarts.
 - GET /v1/pools: the workers' pools merged (instance counts summed, instances tagged with their worker).
-- Anything else under /v1/ (PATCH /v1/pools/{model}, /v1/fault): sent to every worker; the first worker's reply
-  when all agree, else the first failure, naming its worker.
+- GET /v1/traffic[/{model}]: the first worker that answers (each holds the same policies: every change goes to
+  all of them, and with a state dir they share `<state-dir>/traffic.json`, which a restarted worker reads).
+- Anything else under /v1/ (PATCH /v1/pools/{model}, /v1/fault, PUT and DELETE /v1/traffic/{model}): sent to
+  every worker; the first worker's reply when all agree, else the first failure, naming its worker.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class GroupAdminFront(HttpFront):
         router.add_get("/readyz", self.readyz)
         router.add_get("/v1/workers", self.list_workers)
         router.add_get("/v1/pools", self.pools)
+        # Traffic policies: each worker applies the same changes (fan_out); reads come from the first that answers.
+        router.add_get("/v1/traffic", self.first_answer)
+        router.add_get("/v1/traffic/{model}", self.first_answer)
         router.add_route("*", "/v1/{tail:.*}", self.fan_out)
 
     async def start(self) -> None:
@@ -178,6 +183,16 @@ class GroupAdminFront(HttpFront):
             return _unanswered(replies)
         return web.json_response({"region": self._region, "pools": merge_pools(answered)})
 
+    async def first_answer(self, request: web.Request) -> web.Response:
+        """The reply of the first worker (by index) that answers: what every worker holds alike."""
+        tried = []
+        for worker in self._workers():
+            reply = await self._ask(worker, request.method, request.path_qs, None)
+            if reply.status is not None:
+                return _passed_on(reply)
+            tried.append(reply)
+        return _unanswered(tried)
+
     async def fan_out(self, request: web.Request) -> web.Response:
         body = await request.read() if request.can_read_body else None
         replies = await self._ask_all(request.method, request.path_qs, body)
@@ -212,12 +227,16 @@ def _unanswered(replies: Iterable[_Reply]) -> web.Response:
 
 def merge_pools(pools: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """worker -> its /v1/pools `pools` object, as one: per model, counts summed over the workers, each instance
-    tagged with its worker, the knobs of the first worker that has the pool (a PATCH sets them in each)."""
+    tagged with its worker, the knobs of the first worker that has the pool (a PATCH sets them in each); a model's
+    `versions` (version -> that version's pool) merged the same way."""
     merged: dict[str, dict[str, Any]] = {}
+    versions: dict[str, dict[int, Any]] = {}  # model -> worker -> its `versions` object
     for worker, models in sorted(pools.items()):
         for model, pool in models.items():
             if not isinstance(pool, dict):
                 continue
+            if isinstance(pool.get("versions"), dict):
+                versions.setdefault(model, {})[worker] = pool["versions"]
             entry = merged.get(model)
             if entry is None:
                 entry = merged[model] = {**pool, "instances": [], "reasons": {}}
@@ -232,8 +251,10 @@ def merge_pools(pools: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
             entry["panic"] = entry["panic"] or bool(pool.get("panic"))
             if pool.get("reason"):
                 entry["reasons"][str(worker)] = pool["reason"]
-    for entry in merged.values():
+    for model, entry in merged.items():
         entry["reason"] = "; ".join(f"worker {w}: {r}" for w, r in entry.pop("reasons").items())
+        if model in versions:
+            entry["versions"] = merge_pools(versions[model])
     return dict(sorted(merged.items()))
 
 

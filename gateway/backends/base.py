@@ -64,8 +64,10 @@ class Backend(Protocol):
 
     def models(self) -> list[str]: ...
 
-    async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
-        """Send a serialized ModelInferRequest; return the serialized ModelInferResponse."""
+    async def infer(self, model: str, version: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+        """Send a serialized ModelInferRequest; return the serialized ModelInferResponse. `version` is the resolved
+        version the request is for ("" = the backend's default); the bytes already carry it, and a backend that
+        serves versions apart (the local pool's pool per version, a Knative tag route) picks by it."""
         ...
 
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse: ...

@@ -69,7 +69,8 @@ class StaticBackend:
             retries=len(attempts) - 1,
         )
 
-    async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+    async def infer(self, model: str, version: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+        # The endpoints of a model serve all its versions: the version in the request bytes selects one.
         return await self._with_retry(model, timeout, lambda e, t: e.infer(request, t, metadata))
 
     async def model_metadata(self, model: str, version: str, timeout: float) -> pb.ModelMetadataResponse:

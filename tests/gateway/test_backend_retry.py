@@ -1,4 +1,5 @@
-"""The backends' one retry rule (gateway/backends/retry.py), and the static backend's use of it, in-process."""
+"""The backends' one retry rule (gateway/backends/retry.py), and the static and Knative backends' use of it (a
+Knative tagged version's route included), in-process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 import pytest
 
 from edgeinfer.gateway.backends.base import BackendError, FunctionEndpoint, Metadata
+from edgeinfer.gateway.backends.knative import KnativeBackend, knative_routes
 from edgeinfer.gateway.backends.retry import call_with_retry, time_left
 from edgeinfer.gateway.backends.static import StaticBackend
 
@@ -115,7 +117,7 @@ def test_static_backend_retries_once_on_the_other_endpoint_with_what_is_left_of_
     a, b = FakeEndpoint("a:1", script, order), FakeEndpoint("b:1", script, order)
 
     async def main() -> bytes:
-        return await static_backend(a, b).infer("m", b"", 30.0, ())
+        return await static_backend(a, b).infer("m", "", b"", 30.0, ())
 
     served = asyncio.run(main())
     assert sorted(order) == ["a:1", "b:1"]  # the retry went to the other endpoint
@@ -131,9 +133,43 @@ def test_static_backend_names_the_endpoint_that_failed_last() -> None:
 
     async def main() -> BackendError:
         with pytest.raises(BackendError) as caught:
-            await static_backend(only).infer("m", b"", 30.0, ())
+            await static_backend(only).infer("m", "", b"", 30.0, ())
         return caught.value
 
     error = asyncio.run(main())
     assert error.code == U and "only:1" in error.message
     assert len(only.timeouts) == 2  # one endpoint: the retry goes to it again, once
+
+
+async def knative_backend(main: FakeEndpoint, candidate: FakeEndpoint) -> KnativeBackend:
+    """A Knative backend whose version 2 is tagged `candidate`, its endpoints replaced by scripted ones."""
+    backend = KnativeBackend(knative_routes({"m": "m"}, "models"))
+    backend.set_tags("m", {"2": "candidate"})
+    route, real = backend._tagged[("m", "candidate")]
+    await real.close()
+    await backend._endpoints["m"].close()
+    backend._endpoints["m"] = main
+    backend._tagged[("m", "candidate")] = (route, candidate)
+    return backend
+
+
+def test_knative_backend_retries_a_tagged_version_once_on_its_tag_route() -> None:
+    order: list[str] = []
+    main = FakeEndpoint("main:80", [OK, OK], order)
+    candidate = FakeEndpoint("candidate:80", [U, OK, U, U], order)
+
+    async def main_calls() -> tuple[list[bytes], BackendError]:
+        backend = await knative_backend(main, candidate)
+        served = [
+            await backend.infer("m", "2", b"", 30.0, ()),  # UNAVAILABLE, then answered on the same route
+            await backend.infer("m", "1", b"", 30.0, ()),  # untagged: the main route
+            await backend.infer("m", "", b"", 30.0, ()),  # the default version: the main route
+        ]
+        with pytest.raises(BackendError) as caught:
+            await backend.infer("m", "2", b"", 30.0, ())  # UNAVAILABLE twice: one retry only
+        return served, caught.value
+
+    served, error = asyncio.run(main_calls())
+    assert served == [b"candidate:80", b"main:80", b"main:80"]
+    assert order == ["candidate:80", "candidate:80", "main:80", "main:80", "candidate:80", "candidate:80"]
+    assert error.code == U and "tag 'candidate'" in error.message and "candidate-m.models.svc" in error.message

@@ -73,7 +73,7 @@ class FakeBackend:
     def models(self) -> list[str]:
         return [MODEL]
 
-    async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+    async def infer(self, model: str, version: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
         parsed = pb.ModelInferRequest.FromString(request)
         self.calls.append(Call(parsed.model_version, timeout, parsed.id))
         if self.gate is not None:
@@ -146,12 +146,12 @@ def reply_of(outcome: InferOutcome) -> pb.ModelInferResponse:
     return pb.ModelInferResponse.FromString(outcome.payload)
 
 
-def function_calls(dp: GatewayDataPlane, code: str) -> float:
-    return dp.metrics.function_calls.labels("test", MODEL, code).value
+def function_calls(dp: GatewayDataPlane, code: str, version: str = "1") -> float:
+    return dp.metrics.function_calls.labels("test", MODEL, version, code).value
 
 
-def requests_counted(dp: GatewayDataPlane, code: str, cache: str) -> float:
-    return dp.metrics.requests.labels("test", MODEL, code, cache).value
+def requests_counted(dp: GatewayDataPlane, code: str, cache: str, version: str = "1") -> float:
+    return dp.metrics.requests.labels("test", MODEL, version, code, cache).value
 
 
 # -- cache statuses ------------------------------------------------------------------------------

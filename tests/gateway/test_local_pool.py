@@ -205,7 +205,9 @@ def patch(addresses: dict[str, str], model: str, body: bytes) -> tuple[int, dict
 def test_knobs_change_at_run_time(pool_gateway: dict[str, str]) -> None:
     status, body = patch(pool_gateway, "fraud", json.dumps({"min-scale": 2}).encode())
     assert status == 200 and body["knobs"]["min-scale"] == 2
+    assert body["versions"]["1"]["min-scale"] == 2  # every version's knobs (this model has one)
     wait_for(lambda: pools(pool_gateway)["fraud"]["ready"] == 2, 30, "min-scale 2 to take effect")
+    assert pools(pool_gateway)["fraud"]["versions"]["1"]["ready"] == 2
     status, body = patch(pool_gateway, "fraud", json.dumps({"min-scale": 5, "max-scale": 3}).encode())
     assert status == 400 and "min-scale (5) is above max-scale (3)" in body["error"]
     status, body = patch(pool_gateway, "fraud", json.dumps({"panic-threshold-percentage": 50}).encode())

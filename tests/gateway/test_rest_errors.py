@@ -31,7 +31,7 @@ class Pools:
     def status(self) -> dict[str, Any]:
         return {}
 
-    async def update(self, model: str, changes: dict[str, Any]) -> Any:
+    async def update(self, model: str, changes: dict[str, Any], version: str | None = None) -> Any:
         raise ValueError("min-scale: Input should be greater than or equal to 0")
 
 

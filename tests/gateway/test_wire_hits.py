@@ -57,7 +57,7 @@ class FakeBackend:
     def models(self) -> list[str]:
         return [MODEL]
 
-    async def infer(self, model: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
+    async def infer(self, model: str, version: str, request: bytes, timeout: float, metadata: Metadata) -> bytes:
         self.sent.append(request)
         parsed = pb.ModelInferRequest.FromString(request)
         inputs, _ = decode_inputs(parsed, {"x": TensorSpec("x", "FP32", (-1, 4))})
@@ -175,8 +175,9 @@ def test_wire_hits_count_in_statistics_and_metrics_as_hits() -> None:
     assert stats.inference_stats.cache_hit.count == 2 and stats.inference_stats.cache_hit.ns > 0
     assert stats.inference_stats.cache_miss.count == 1
     assert stats.execution_count == 1
-    assert dp.metrics.requests.labels("test", MODEL, "OK", "hit-l1").value == 2
-    assert dp.metrics.requests.labels("test", MODEL, "OK", "miss").value == 1
+    # Labelled with the version that served them: unversioned requests resolve to the latest, "2".
+    assert dp.metrics.requests.labels("test", MODEL, "2", "OK", "hit-l1").value == 2
+    assert dp.metrics.requests.labels("test", MODEL, "2", "OK", "miss").value == 1
 
 
 def test_raw_and_typed_share_the_canonical_entry_and_each_gets_a_wire_entry_of_its_form(decodes: Decodes) -> None:

@@ -280,11 +280,12 @@ def test_metrics_merge_labels_each_worker() -> None:
     for index, hits in ((0, 3), (1, 5)):
         metrics = GatewayMetrics("r")
         for _ in range(hits):
-            metrics.observe("fraud", "OK", "hit-l1", 0.0002)
+            metrics.observe("fraud", "1", "OK", "hit-l1", 0.0002)
         texts[index] = generate_latest(metrics.registry).decode()
     merged = merge_metrics(texts).decode()
     assert merged.count(f"# TYPE {GATEWAY_REQUESTS} counter") == 1
-    assert f'{GATEWAY_REQUESTS}{{cache="hit-l1",code="OK",model="fraud",region="r",worker="1"}} 5.0' in merged
+    labels = 'cache="hit-l1",code="OK",model="fraud",region="r",version="1",worker="1"'
+    assert f"{GATEWAY_REQUESTS}{{{labels}}} 5.0" in merged
     figures = model_figures(merged, None)["fraud"]
     assert (figures.ok, figures.hits) == (8, 8)
     assert sum(figures.latency_buckets.values()) > 0
