@@ -6,6 +6,8 @@
 - webhook/: Knative Serving's admission webhook for a Service (SetDefaults, then Validate), ported from Go.
 - flags.py: a cluster's Knative ConfigMaps (feature flags, defaults, autoscaler), read or Knative's defaults.
 - deployer.py: server-side apply per region (one kubeconfig context each), wait for Ready, list, delete.
+- traffic.py: a canary's traffic blocks (pin, step, rollback, promote) and the candidate's template (pure).
+- rollout_backend.py: KnativeTraffic, which judges each traffic change with validate.py and sends it as a merge patch.
 - deploy_cli.py, services_cli.py: `edgeinfer deploy` and `edgeinfer services list|describe|delete`.
 - validate_cli.py: `edgeinfer validate FILE|DIR|-`, for any Knative Service manifests.
 - entrypoint.py: the function image's entry point (model repository URI, providers, engine cache).

@@ -26,6 +26,11 @@ from edgeinfer.knative import flags
 from edgeinfer.knative.webhook.config import ConfigError
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
+REVISIONS_PLURAL = "revisions"
+# Knative's label on each Revision: the Service it belongs to.
+SERVICE_LABEL = "serving.knative.dev/service"
+CONFIGURATION_GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.25
 # A Ready=False that lasts this long is a failure, not a step on the way (kn waits the same way).
@@ -41,6 +46,11 @@ class ClusterError(Exception):
         super().__init__(f"{region}: {message}")
         self.region = region
         self.message = message
+
+
+class ChangedSinceRead(ClusterError):
+    """409 Conflict on a patch that carried the resourceVersion it was built from: the Service changed since it
+    was read (a controller's status update, or another writer); read it again and rebuild."""
 
 
 def _status_message(error: ApiException) -> str:
@@ -189,6 +199,63 @@ class Cluster:
             raise ClusterError(self.region, f"Service '{name}' was applied but cannot be read back")
         return created
 
+    def merge_patch(
+        self, name: str, namespace: str, patch: Mapping[str, Any], field_manager: str = n.FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of the Service; a `metadata.resourceVersion` in it makes the API server
+        refuse it with 409 when the Service changed since (ChangedSinceRead)."""
+        try:
+            result: Any = self._custom().patch_namespaced_custom_object(
+                n.GROUP,
+                n.VERSION,
+                namespace,
+                n.PLURAL,
+                name,
+                dict(patch),
+                field_manager=field_manager,
+                _content_type=MERGE_PATCH_CONTENT_TYPE,
+                _request_timeout=self.request_timeout,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise ChangedSinceRead(
+                    self.region,
+                    f"Service '{name}' in namespace '{namespace}' changed since it was read "
+                    f"(409 Conflict: {_status_message(error)})",
+                ) from None
+            raise self.explain(error, "patch", name, namespace) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise self.explain(error, "patch", name, namespace) from None
+        return dict(result)
+
+    def revisions(self, service: str, namespace: str) -> list[dict[str, Any]]:
+        """The Revisions of a Service (Knative labels each with its Service), oldest first."""
+        try:
+            listing: Any = self._custom().list_namespaced_custom_object(
+                n.GROUP,
+                n.VERSION,
+                namespace,
+                REVISIONS_PLURAL,
+                label_selector=f"{SERVICE_LABEL}={service}",
+                _request_timeout=self.request_timeout,
+            )
+        except ApiException as error:
+            if error.status == 403:
+                raise ClusterError(
+                    self.region,
+                    f"context '{self.context}' ({self.server}) does not allow us to list the revisions of Service "
+                    f"'{service}' in namespace '{namespace}' (403 Forbidden: {_status_message(error)}); ask for a "
+                    f"Role with get and list on {REVISIONS_PLURAL}.{n.GROUP} in '{namespace}'",
+                ) from None
+            # No name: a 404 here means no Knative (the Revisions' API), not a missing Service.
+            raise self.explain(error, "list the revisions in", None, namespace) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise self.explain(error, "list the revisions in", None, namespace) from None
+        items = listing.get("items", []) if isinstance(listing, dict) else []
+        # Filter here too: a selector is a request (the Services' list does the same).
+        mine = [r for r in items if ((r.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL) == service]
+        return sorted(mine, key=_revision_order)
+
     def get(self, name: str, namespace: str) -> dict[str, Any] | None:
         """The Service, or None when there is none."""
         try:
@@ -224,6 +291,14 @@ class Cluster:
             )
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
             raise self.explain(error, "delete", name, namespace) from None
+
+
+def _revision_order(revision: Mapping[str, Any]) -> tuple[str, int, str]:
+    """Creation time (whole seconds), then Knative's configuration generation, then the name."""
+    metadata = revision.get("metadata") or {}
+    generation = str((metadata.get("labels") or {}).get(CONFIGURATION_GENERATION_LABEL, ""))
+    order = int(generation) if generation.isdigit() else 0
+    return (str(metadata.get("creationTimestamp", "")), order, str(metadata.get("name", "")))
 
 
 def connect(region: str, context: str, kubeconfig: str | None, request_timeout: float) -> Cluster:

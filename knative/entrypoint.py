@@ -2,6 +2,7 @@
 
     EDGEINFER_MODEL_REPO            file:///models (baked into the image or mounted) or a directory
     EDGEINFER_MODELS                the models to serve, comma-separated (default: every model)
+    EDGEINFER_MODEL_VERSION         serve only this version of the (one) model: each canary revision its own
     EDGEINFER_EXECUTION_PROVIDERS   e.g. tensorrt,cuda,cpu: written over each model's config.yaml
     EDGEINFER_TRT_ENGINE_CACHE      where TensorRT keeps built engines (the manifest's volume mount)
     EDGEINFER_FUNCTION_HOST         address to bind (default 127.0.0.1; the image sets 0.0.0.0)
@@ -26,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from edgeinfer.functions.config import ModelConfig
-from edgeinfer.knative.manifest import ENV_ENGINE_CACHE, ENV_MODEL_REPO, ENV_MODELS, ENV_PROVIDERS
+from edgeinfer.knative.manifest import ENV_ENGINE_CACHE, ENV_MODEL_REPO, ENV_MODEL_VERSION, ENV_MODELS, ENV_PROVIDERS
 
 ENV_HOST = "EDGEINFER_FUNCTION_HOST"
 ENV_WORK_DIR = "EDGEINFER_WORK_DIR"
@@ -80,6 +81,20 @@ def prepare(env: Mapping[str, str], work_dir: Path) -> Path:
         raise EntrypointError(
             f"{ENV_MODELS}: {', '.join(missing)} not in {source} (it has: {', '.join(available) or 'nothing'})"
         )
+    version = env.get(ENV_MODEL_VERSION, "").strip()
+    if version and len(wanted) != 1:
+        raise EntrypointError(
+            f"{ENV_MODEL_VERSION}={version} pins the version of one model; {ENV_MODELS} names "
+            f"{', '.join(wanted) or 'every model'}: set it to one model"
+        )
+    if version and (version in (".", "..") or "/" in version or "\\" in version):
+        raise EntrypointError(f"{ENV_MODEL_VERSION}={version}: a version is one folder's name, like 2")
+    if version and not (source / wanted[0] / version).is_dir():
+        found = sorted(p.name for p in (source / wanted[0]).iterdir() if p.is_dir())
+        raise EntrypointError(
+            f"{ENV_MODEL_VERSION}={version}: {source / wanted[0]} has no version {version} "
+            f"(it has: {', '.join(found) or 'none'}); build the image with it or mount a repository that holds it"
+        )
     providers = [p.strip() for p in env.get(ENV_PROVIDERS, "").split(",") if p.strip()]
     engine_cache = env.get(ENV_ENGINE_CACHE) or None
     if engine_cache:
@@ -88,6 +103,9 @@ def prepare(env: Mapping[str, str], work_dir: Path) -> Path:
         target = work_dir / model
         target.mkdir(parents=True, exist_ok=True)
         for entry in (source / model).iterdir():
+            # With a pinned version, the other versions' folders stay out: this function cannot serve them.
+            if version and entry.is_dir() and entry.name != version:
+                continue
             if entry.name != CONFIG_FILE and not (target / entry.name).exists():
                 (target / entry.name).symlink_to(entry.resolve())
         config = _model_config(source / model / CONFIG_FILE, providers, engine_cache)

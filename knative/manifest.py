@@ -44,6 +44,9 @@ ENV_MODELS = "EDGEINFER_MODELS"
 ENV_PROVIDERS = "EDGEINFER_EXECUTION_PROVIDERS"
 ENV_ENGINE_CACHE = "EDGEINFER_TRT_ENGINE_CACHE"
 ENV_REGION = "EDGEINFER_REGION"
+# The one version of the model this revision serves (knative/entrypoint.py links only it): a canary's revisions
+# each serve their own version, whatever else the repository holds.
+ENV_MODEL_VERSION = "EDGEINFER_MODEL_VERSION"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class ServiceOptions:
     namespace: str = DEFAULT_NAMESPACE
     service_name: str | None = None  # default: from the model's name
     model_version: str | None = None  # the repository's version label, for the version label
+    # Serve only this version (EDGEINFER_MODEL_VERSION); None: every version of the repository, the latest by default.
+    pinned_version: str | None = None
     model_repo_uri: str = DEFAULT_MODEL_REPO_URI
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     scale_metric: str = "concurrency"
@@ -191,7 +196,7 @@ def build_service(model: str, region: str, options: ServiceOptions | None = None
         n.LABEL_VERSION: __version__,
         n.LABEL_MODEL: model,
         n.LABEL_REGION: region,
-        n.LABEL_MODEL_VERSION: options.model_version or "latest",
+        n.LABEL_MODEL_VERSION: options.pinned_version or options.model_version or "latest",
     }
     service_labels = dict(labels)
     if options.cluster_local:
@@ -218,6 +223,8 @@ def build_service(model: str, region: str, options: ServiceOptions | None = None
         {"name": ENV_ENGINE_CACHE, "value": ENGINE_CACHE_PATH},
         {"name": ENV_REGION, "value": region},
     ]
+    if options.pinned_version:
+        env.append({"name": ENV_MODEL_VERSION, "value": options.pinned_version})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": options.image,

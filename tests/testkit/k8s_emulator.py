@@ -5,9 +5,16 @@ kmock's KubernetesEmulator stores objects and answers the Kubernetes API over HT
 - server-side apply (PATCH application/apply-patch+yaml): creates or replaces the applied fields, bumps
   `metadata.generation` when the spec changes, records the field manager, and answers 409 when another
   manager owns the Service and the apply is not forced;
-- a stand-in for the Knative controller: it creates a revision per generation and, --ready-after seconds
-  later, marks it Ready. An image tagged `:missing` fails the way an unpullable image does; one tagged
-  `:never-ready` stays Unknown;
+- JSON merge patch (PATCH application/merge-patch+json, RFC 7386: null deletes, lists replaced whole): bumps
+  `metadata.generation` when the spec changes, records the manager as an Update, and answers 409 Conflict
+  when the patch carries a `metadata.resourceVersion` that is no longer the Service's (optimistic locking);
+- a stand-in for the Knative controller: it creates a Revision object per template change (named by the
+  template's `metadata.name`, else `<service>-<configuration generation>`, carrying the template's labels)
+  and, --ready-after seconds later, marks it Ready. An image tagged `:missing` fails the way an unpullable
+  image does; one tagged `:never-ready` stays Unknown. The route (status.traffic) follows spec.traffic once
+  every revision it names is Ready; until then it keeps routing as before (RoutesReady False or Unknown);
+- every request that changes a Service is printed as one line `REQUEST {json}` (method, namespace, name,
+  content type, query, body, the status answered), so that tests can assert what reached the cluster;
 - `--forbid NS`: 403 for every call in that namespace; `--slow NS=SECONDS`: answers that late;
 - `--feature FLAG=VALUE`: the cluster's config-features ConfigMap in knative-serving; `--no-knative`: 404 for
   Services, as on a cluster without Knative Serving.
@@ -34,8 +41,15 @@ import attrs
 import kmock
 
 SERVICES = kmock.resource("serving.knative.dev", "v1", "services")
+REVISIONS = kmock.resource("serving.knative.dev", "v1", "revisions")
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 APPLY = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+REQUEST_LOG_PREFIX = "REQUEST "
+SERVICE_LABEL = "serving.knative.dev/service"
+SERVICE_UID_LABEL = "serving.knative.dev/serviceUID"
+CONFIGURATION_LABEL = "serving.knative.dev/configuration"
+CONFIGURATION_GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
 
 
 def _now() -> str:
@@ -51,6 +65,24 @@ def _condition(kind: str, status: str, reason: str = "", message: str = "") -> d
     return condition
 
 
+def _merged(target: Any, patch: Any) -> Any:
+    """RFC 7386: a mapping patches a mapping key by key (null removes the key); anything else replaces."""
+    if not isinstance(patch, dict):
+        return json.loads(json.dumps(patch))
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merged(result.get(key), value)
+    return result
+
+
+def _ready_state(obj: Any) -> str:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((str(c.get("status")) for c in conditions if c.get("type") == "Ready"), "Unknown")
+
+
 @attrs.define(kw_only=True)
 class KnativeCluster(kmock.KubernetesEmulator):
     domain: str = "example.com"
@@ -59,9 +91,37 @@ class KnativeCluster(kmock.KubernetesEmulator):
     slow: dict[str, float] = attrs.field(factory=dict)
     knative_installed: bool = True
     _revision_seen: dict[Any, float] = attrs.field(factory=dict)
+    # Per Service: (uid, the last template seen, how many templates so far): Knative's configuration generation.
+    _configurations: dict[Any, tuple[str, str, int]] = attrs.field(factory=dict)
     _version: int = 0
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource == SERVICES and request.method != kmock.method.GET:
+            status: int | None = None
+            try:
+                response = await self._handle_service(request)
+                status = response.status
+                return response
+            except kmock.KubernetesError as error:
+                status = error.status
+                raise
+            finally:
+                self._log_request(request, status)
+        return await self._handle_service(request)
+
+    def _log_request(self, request: kmock.Request, status: int | None) -> None:
+        entry = {
+            "method": str(request.method.value),
+            "namespace": request.namespace,
+            "name": request.name,
+            "content_type": request.headers.get("Content-Type", ""),
+            "params": dict(request.params),
+            "body": request.data if isinstance(request.data, dict | list) else None,
+            "status": status,  # what was answered (None: the handler failed otherwise)
+        }
+        print(REQUEST_LOG_PREFIX + json.dumps(entry, sort_keys=True), flush=True)
+
+    async def _handle_service(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.namespace in self.slow:
             await asyncio.sleep(self.slow[request.namespace])
         if request.namespace in self.forbidden:
@@ -79,8 +139,15 @@ class KnativeCluster(kmock.KubernetesEmulator):
                 status=404, reason="NotFound", message="the server could not find the requested resource"
             )
         content_type = request.headers.get("Content-Type", "")
-        if request.resource == SERVICES and request.method == kmock.method.PATCH and content_type.startswith(APPLY):
+        patch = request.resource == SERVICES and request.method == kmock.method.PATCH
+        if patch and content_type.startswith(APPLY):
             return await self._apply(request)
+        if patch and content_type.startswith(MERGE_PATCH):
+            return await self._merge_patch(request)
+        if request.resource == REVISIONS and not self.knative_installed:
+            raise kmock.KubernetesError(
+                status=404, reason="NotFound", message="the server could not find the requested resource"
+            )
         return await super()._handle(request)
 
     def _next_version(self) -> str:
@@ -136,20 +203,167 @@ class KnativeCluster(kmock.KubernetesEmulator):
                 existing.history.append(service)
         return aiohttp.web.json_response(service, status=201 if created else 200)
 
+    async def _merge_patch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        body = request.data if isinstance(request.data, dict) else None
+        if body is None:
+            raise kmock.KubernetesError(status=400, reason="BadRequest", message="a merge patch is a JSON object")
+        key = (SERVICES, request.namespace, str(request.name))
+        async with self._lock:
+            existing = self.objects[key] if key in self.objects else None  # noqa: SIM401 (no .get on ObjectsArray)
+            if existing is None or existing.deleted:
+                raise kmock.KubernetesError(
+                    status=404,
+                    reason="NotFound",
+                    message=f'services.serving.knative.dev "{request.name}" not found',
+                )
+            current = existing.raw
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and wanted != current["metadata"].get("resourceVersion"):
+                raise kmock.KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message=f'Operation cannot be fulfilled on services.serving.knative.dev "{request.name}": the '
+                    "object has been modified; please apply your changes to the latest version and try again",
+                )
+            patch = json.loads(json.dumps(body))
+            patch.pop("status", None)  # the status subresource is the controller's
+            for server_set in ("resourceVersion", "generation", "uid", "managedFields", "creationTimestamp"):
+                (patch.get("metadata") or {}).pop(server_set, None)
+            service = _merged(current, patch)
+            changed = current.get("spec") != service.get("spec")
+            service["metadata"]["generation"] = current["metadata"]["generation"] + (1 if changed else 0)
+            service["metadata"]["resourceVersion"] = self._next_version()
+            manager = request.params.get("fieldManager") or "unknown"
+            entries = [
+                e
+                for e in current["metadata"].get("managedFields") or []
+                if (e.get("manager"), e.get("operation")) != (manager, "Update")
+            ]
+            entries.append(
+                {"manager": manager, "operation": "Update", "apiVersion": "serving.knative.dev/v1", "time": _now()}
+            )
+            service["metadata"]["managedFields"] = entries
+            existing.history.append(service)
+        return aiohttp.web.json_response(service, status=200)
+
+    def _revision_name(self, key: Any, service: dict[str, Any]) -> str:
+        """The template's own name, else `<service>-<n>` where n counts the templates (Knative's configuration
+        generation: a traffic-only change makes no revision)."""
+        name = service["metadata"]["name"]
+        uid = str(service["metadata"].get("uid"))
+        template = service["spec"]["template"]
+        text = json.dumps(template, sort_keys=True)
+        seen_uid, seen_text, count = self._configurations.get(key, ("", "", 0))
+        if seen_uid != uid:
+            count = 0
+        if seen_uid != uid or seen_text != text:
+            count += 1
+            self._configurations[key] = (uid, text, count)
+        return (template.get("metadata") or {}).get("name") or f"{name}-{count:05d}"
+
+    def _ensure_revision(self, namespace: str, service: dict[str, Any], revision: str) -> None:
+        """The Revision object of the current template, created once (Knative never changes a revision)."""
+        key = (REVISIONS, namespace, revision)
+        if key in self.objects and not self.objects[key].deleted:
+            return
+        metadata = service["metadata"]
+        template = service["spec"]["template"]
+        template_metadata = template.get("metadata") or {}
+        count = self._configurations.get((SERVICES, namespace, metadata["name"]), ("", "", 1))[2]
+        labels = {
+            **(template_metadata.get("labels") or {}),
+            SERVICE_LABEL: metadata["name"],
+            SERVICE_UID_LABEL: str(metadata.get("uid")),
+            CONFIGURATION_LABEL: metadata["name"],
+            CONFIGURATION_GENERATION_LABEL: str(count),
+        }
+        self.objects[key] = {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {
+                "name": revision,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": dict(template_metadata.get("annotations") or {}),
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": _now(),
+                "generation": 1,
+                "resourceVersion": self._next_version(),
+            },
+            "spec": json.loads(json.dumps(template.get("spec") or {})),
+            "status": {"conditions": [_condition("Ready", "Unknown", "Deploying")]},
+        }
+
+    def _mark_revision(self, namespace: str, revision: str, status: str, reason: str = "", message: str = "") -> None:
+        obj = self.objects[REVISIONS, namespace, revision]
+        metadata = json.loads(json.dumps(obj.raw["metadata"]))
+        metadata["resourceVersion"] = self._next_version()
+        obj["metadata"] = metadata
+        obj["status"] = {"conditions": [_condition("Ready", status, reason, message)]}
+
+    def _revision_ready(self, namespace: str, revision: str) -> str:
+        key = (REVISIONS, namespace, revision)
+        if key not in self.objects or self.objects[key].deleted:
+            return "Missing"
+        return _ready_state(self.objects[key].raw)
+
+    def _collect_revisions(self) -> None:
+        """Revisions whose Service is gone (Knative's owner references garbage-collect them)."""
+        services = {
+            (ns, str(obj.raw["metadata"].get("uid")))
+            for (resource, ns, _), obj in self.objects.items()
+            if resource == SERVICES and not obj.deleted
+        }
+        for (resource, ns, _), obj in list(self.objects.items()):
+            if resource != REVISIONS or obj.deleted:
+                continue
+            if (ns, (obj.raw["metadata"].get("labels") or {}).get(SERVICE_UID_LABEL)) not in services:
+                obj.delete()
+
+    def _route(
+        self, service: dict[str, Any], namespace: str, latest_ready: str | None
+    ) -> tuple[list[dict[str, Any]] | None, dict[str, str]]:
+        """status.traffic for spec.traffic, or None while a revision it names is not Ready; and RoutesReady."""
+        name = service["metadata"]["name"]
+        traffic = []
+        for target in service["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]:
+            entry = dict(target)
+            if entry.get("latestRevision", not entry.get("revisionName")):
+                if latest_ready is None:
+                    return None, _condition("RoutesReady", "Unknown", "RevisionMissing")
+                entry["revisionName"] = latest_ready
+            revision = str(entry.get("revisionName"))
+            state = self._revision_ready(namespace, revision)
+            if state == "Missing":
+                message = f'Revision "{revision}" referenced in traffic not found.'
+                return None, _condition("RoutesReady", "False", "RevisionMissing", message)
+            if state == "False":
+                message = f'Revision "{revision}" failed to become ready.'
+                return None, _condition("RoutesReady", "False", "RevisionFailed", message)
+            if state != "True":
+                return None, _condition("RoutesReady", "Unknown", "RevisionMissing")
+            if entry.get("tag"):
+                entry["url"] = f"http://{entry['tag']}-{name}.{namespace}.{self.domain}"
+            traffic.append(entry)
+        return traffic, _condition("RoutesReady", "True")
+
     def reconcile(self) -> None:
         """One pass of the stand-in Knative controller."""
         now = time.monotonic()
+        self._collect_revisions()
         for key, obj in list(self.objects.items()):
-            resource, namespace, name = key
+            resource, where, name = key
             if resource != SERVICES or obj.deleted:
                 continue
+            namespace = str(where)
             service = obj.raw
             generation = service["metadata"]["generation"]
             template = service["spec"]["template"]
-            revision = (template.get("metadata") or {}).get("name") or f"{name}-{generation:05d}"
             status = dict(service.get("status") or {})
             url = f"http://{name}.{namespace}.{self.domain}"
             if status.get("observedGeneration") != generation:
+                revision = self._revision_name(key, service)
+                self._ensure_revision(namespace, service, revision)
                 self._revision_seen[key] = now
                 status.update(
                     observedGeneration=generation,
@@ -171,37 +385,41 @@ class KnativeCluster(kmock.KubernetesEmulator):
                 ready = next(c for c in status["conditions"] if c["type"] == "Ready")
                 if ready["status"] != "Unknown":
                     continue
-                image = template["spec"]["containers"][0]["image"]
-                if image.endswith(":never-ready"):
-                    continue
-                if image.endswith(":missing"):
-                    message = (
-                        f'Revision "{revision}" failed with message: Unable to fetch image "{image}": failed to '
-                        "resolve image to digest: MANIFEST_UNKNOWN: manifest unknown."
-                    )
-                    status["conditions"] = [
-                        _condition("ConfigurationsReady", "False", "RevisionFailed", message),
-                        _condition("Ready", "False", "RevisionFailed", message),
-                        _condition("RoutesReady", "Unknown", "RevisionMissing"),
-                    ]
+                revision = str(status["latestCreatedRevisionName"])
+                if self._revision_ready(namespace, revision) == "Unknown":  # a new revision: its fate, once
+                    image = template["spec"]["containers"][0]["image"]
+                    if image.endswith(":never-ready"):
+                        continue
+                    if image.endswith(":missing"):
+                        self._mark_revision(
+                            namespace,
+                            revision,
+                            "False",
+                            "ContainerMissing",
+                            f'Unable to fetch image "{image}": failed to resolve image to digest: MANIFEST_UNKNOWN: '
+                            "manifest unknown.",
+                        )
+                    else:
+                        self._mark_revision(namespace, revision, "True")
+                if self._revision_ready(namespace, revision) == "True":
+                    status["latestReadyRevisionName"] = revision
+                    configuration = _condition("ConfigurationsReady", "True")
                 else:
-                    traffic = []
-                    for target in service["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]:
-                        entry = dict(target)
-                        if entry.get("latestRevision"):
-                            entry["revisionName"] = revision
-                        if entry.get("tag"):
-                            entry["url"] = f"http://{entry['tag']}-{name}.{namespace}.{self.domain}"
-                        traffic.append(entry)
-                    status.update(
-                        latestReadyRevisionName=revision,
-                        traffic=traffic,
-                        conditions=[
-                            _condition("ConfigurationsReady", "True"),
-                            _condition("Ready", "True"),
-                            _condition("RoutesReady", "True"),
-                        ],
-                    )
+                    why = self.objects[REVISIONS, namespace, revision].raw["status"]["conditions"][0].get("message")
+                    message = f'Revision "{revision}" failed with message: {why or ""}'
+                    configuration = _condition("ConfigurationsReady", "False", "RevisionFailed", message)
+                traffic, route = self._route(service, namespace, status.get("latestReadyRevisionName"))
+                if traffic is not None:
+                    status["traffic"] = traffic
+                if configuration["status"] == "False":
+                    overall = _condition("Ready", "False", configuration["reason"], configuration["message"])
+                elif route["status"] == "False":
+                    overall = _condition("Ready", "False", route["reason"], route.get("message", ""))
+                elif route["status"] == "Unknown":
+                    overall = _condition("Ready", "Unknown", route["reason"])
+                else:
+                    overall = _condition("Ready", "True")
+                status["conditions"] = [configuration, overall, route]
             else:
                 continue
             metadata = json.loads(json.dumps(service["metadata"]))
@@ -234,6 +452,15 @@ async def main() -> None:
         "singular": "service",
         "verbs": [],
         "shortnames": ["ksvc"],
+        "categories": [],
+        "subresources": ["status"],
+    }
+    cluster.resources["serving.knative.dev/v1/revisions"] = {
+        "namespaced": True,
+        "kind": "Revision",
+        "singular": "revision",
+        "verbs": [],
+        "shortnames": ["rev"],
         "categories": [],
         "subresources": ["status"],
     }
