@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "services": ("knative.services_cli", "the model Services on Knative per region: list, describe, delete"),
     "envoy-config": ("regions.envoy_cli", "write the Envoy bootstrap (priority failover, EDS files) of one edge"),
+    "rollout": (
+        "rollout.cli",
+        "canary a model version: shift traffic in steps, judge errors, p99 and answers, roll back or promote",
+    ),
     "drill": ("stack.drill_cli", "fault a region (kill, blackhole, slow, flap) under load through Envoy; report"),
     "tune": ("tuner.cli_tune", "per-region warm-pool plan (min-scale per model) holding the p99 SLO; --apply sets it"),
     "simulate": ("tuner.cli_simulate", "replay a trace through a model of the regions and compare warm-pool policies"),
