@@ -7,20 +7,30 @@ Every process is a child of the Supervisor (edgeinfer/stack/supervisor.py): each
 its own protocol (Redis INFO, the gateway's ServerReady, Envoy's /ready, every region healthy in Envoy's view,
 then ServerReady through Envoy); a gateway that exits is restarted; stopping goes Envoy, then the gateways
 (they drain and stop their function processes), then Redis, then anything of the process tree that is left.
+
+With `prometheus_port` (`edgeinfer up --prometheus`), a real Prometheus (the `prometheus` on PATH) runs beside
+them on 127.0.0.1, scraping every region's gateway admin port, with deploy/prometheus/rules.yml when the
+checkout has it; its data lives under STATE/prometheus/. Ready when its /-/ready answers; restarted if it exits.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import yaml
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
@@ -55,15 +65,110 @@ PORT_HINT = (
     "pick free ports: --port N moves the entry (Envoy), "
     "--topology FILE moves the regions and Envoy's admin (start from regions/default-topology.yaml)"
 )
-# Stop ranks: Envoy first (no new requests), then the gateways drain, then Redis.
+# Stop ranks: Envoy first (no new requests), then the gateways drain, then Redis; Prometheus with Envoy (nothing
+# waits on it, and it would only log the gateways' going as failed scrapes).
 ENVOY_RANK, GATEWAY_RANK, REDIS_RANK = 0, 1, 2
+PROMETHEUS_RANK = ENVOY_RANK
+DEFAULT_PROMETHEUS_PORT = 9090  # Prometheus's own default
+DEFAULT_SCRAPE_INTERVAL = "5s"
+PROMETHEUS_READY_S = 30.0
+PROMETHEUS_ENV = "EDGEINFER_PROMETHEUS"  # a `prometheus` binary to use instead of the one on PATH
+# In a checkout (and an editable install) the rules sit beside the package; a wheel holds only edgeinfer/.
+RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
+_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)$")
 
 
 class UpError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
-__all__ = ["READY_MESSAGE", "LocalStack", "Region", "Stopped", "UpError"]
+class PrometheusNotFound(UpError):
+    """--prometheus without a `prometheus` binary: `edgeinfer up` exits 2 with how to get one."""
+
+
+__all__ = [
+    "DEFAULT_PROMETHEUS_PORT",
+    "READY_MESSAGE",
+    "LocalStack",
+    "PrometheusNotFound",
+    "Region",
+    "Stopped",
+    "UpError",
+    "find_prometheus",
+    "prometheus_argv",
+    "prometheus_config",
+    "prometheus_ready",
+]
+
+
+def find_prometheus() -> Path:
+    """$EDGEINFER_PROMETHEUS, else `prometheus` on PATH; PrometheusNotFound saying how to get one."""
+    how = (
+        "install it (Debian/Ubuntu: `sudo apt-get install --no-install-recommends prometheus`), or unpack the "
+        "release tarball from https://prometheus.io/download/ and put its `prometheus` on PATH"
+    )
+    override = os.environ.get(PROMETHEUS_ENV)
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise PrometheusNotFound(
+                f"--prometheus: {PROMETHEUS_ENV}={override} is not an executable file; point it at one, or unset "
+                f"it and {how}"
+            )
+        return Path(override)
+    found = shutil.which("prometheus")
+    if found is None:
+        raise PrometheusNotFound(f"--prometheus: no `prometheus` on PATH; {how} (or set {PROMETHEUS_ENV})")
+    return Path(found)
+
+
+def check_scrape_interval(text: str) -> str:
+    """A Prometheus duration such as 1s or 500ms; ValueError naming the form otherwise."""
+    if not _DURATION.match(text):
+        raise ValueError(f"{text!r} is not a scrape interval (e.g. 1s, 500ms, 1m)")
+    return text
+
+
+def prometheus_config(
+    targets: Sequence[str], scrape_interval: str = DEFAULT_SCRAPE_INTERVAL, rule_files: Sequence[Path] = ()
+) -> str:
+    """prometheus.yml scraping the gateways' admin ports (HOST:PORT each) at /metrics. Their series carry the
+    region already; rules are evaluated as often as targets are scraped."""
+    document = {
+        "global": {
+            "scrape_interval": check_scrape_interval(scrape_interval),
+            "evaluation_interval": scrape_interval,
+            # A scrape may take at most the interval; a slow gateway's scrape fails instead of piling up.
+            "scrape_timeout": scrape_interval,
+        },
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [
+            {
+                "job_name": "edgeinfer-gateway",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": list(targets)}],
+            }
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def prometheus_argv(binary: Path, config: Path, storage: Path, listen: str) -> list[str]:
+    return [
+        str(binary),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={storage}",
+        f"--web.listen-address={listen}",
+        "--log.level=warn",  # its per-start info lines would bury the warnings in the log
+    ]
+
+
+def prometheus_ready(address: str, timeout: float = 1.0) -> bool:
+    """Prometheus's own readiness: /-/ready answers 200 once its storage is open and it serves queries."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/-/ready", timeout=timeout) as reply:
+            return int(reply.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -107,10 +212,18 @@ class LocalStack:
         console: Console,
         edge: str | None = None,
         workers: int = 1,
+        prometheus_port: int | None = None,
+        scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
     ) -> None:
-        """`workers`: each region's gateway runs this many worker processes on its ports (0: one per CPU)."""
+        """`workers`: each region's gateway runs this many worker processes on its ports (0: one per CPU).
+        `prometheus_port`: run Prometheus on 127.0.0.1 there, scraping every gateway's admin port."""
         self.topology = topology
         self.workers = workers
+        self.prometheus_port = prometheus_port
+        self.scrape_interval = check_scrape_interval(scrape_interval)
+        self.prometheus: Child | None = None
+        self.prometheus_dir = state_dir / "prometheus"
+        self._prometheus_binary: Path | None = None
         self.topology_file = topology_file
         self.entry_port = entry_port
         self.model_repo = model_repo
@@ -158,6 +271,8 @@ class LocalStack:
             self._envoy_binary = find_envoy()
         except EnvoyNotFound as exc:
             raise UpError(str(exc)) from None
+        if self.prometheus_port is not None:
+            self._prometheus_binary = find_prometheus()
 
     def _check_previous_stack(self) -> None:
         try:
@@ -200,6 +315,11 @@ class LocalStack:
                     f"regions[{i}].redis: `edgeinfer up` starts one plain Redis per region, not a Redis Cluster; "
                     "use redis://127.0.0.1:PORT/0 here, and the cluster URL on the gateways you deploy"
                 )
+            if self.prometheus_port is not None and endpoints.admin is None:
+                problems.append(
+                    f"regions[{i}].gateway.admin: --prometheus scrapes each gateway's /metrics on its admin port; "
+                    "give the region one (admin: 127.0.0.1:PORT)"
+                )
         if problems:
             where = f"{self.topology_file}: " if self.topology_file else ""
             raise UpError("; ".join(where + p for p in problems))
@@ -219,6 +339,8 @@ class LocalStack:
                 wanted.append((host, port, f"{endpoints.name} gateway REST"))
             host, port, _ = redis_parts(endpoints.redis)
             wanted.append((host, port, f"{endpoints.name} Redis"))
+        if self.prometheus_port is not None:
+            wanted.append(("127.0.0.1", self.prometheus_port, "Prometheus, set by --prometheus-port"))
         return wanted
 
     def _check_ports(self) -> None:
@@ -321,9 +443,63 @@ class LocalStack:
         envoy_task = progress.add_task(f"Envoy: starting on {self.entry} (edge {self.edge})", total=1)
         self.envoy = self._envoy_child()
         self.supervisor.start(self.envoy)
+        prometheus_task = None
+        if self.prometheus_port is not None:
+            prometheus_task = progress.add_task(f"Prometheus: starting on {self.prometheus_address}", total=1)
+            self.prometheus = self._prometheus_child()
+            self.supervisor.start(self.prometheus)
         self.save_state()
         self._wait_gateways(progress)
         self._wait_entry(progress, envoy_task)
+        if prometheus_task is not None:
+            self._wait_prometheus(progress, prometheus_task)
+
+    @property
+    def prometheus_address(self) -> str:
+        return f"127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def prometheus_rules(self) -> list[Path]:
+        return [RULES_FILE] if RULES_FILE.is_file() else []
+
+    def _prometheus_child(self) -> Child:
+        assert self._prometheus_binary is not None
+        binary = self._prometheus_binary
+        config = self.prometheus_dir / "prometheus.yml"
+        targets = [e.admin for e in self.layout if e.admin is not None]
+
+        def argv() -> list[str]:
+            # Written before every start, as Envoy's: a restarted Prometheus reads the current targets.
+            self.prometheus_dir.mkdir(parents=True, exist_ok=True)
+            config.write_text(prometheus_config(targets, self.scrape_interval, self.prometheus_rules))
+            return prometheus_argv(binary, config, self.prometheus_dir / "data", self.prometheus_address)
+
+        return Child(
+            "Prometheus",
+            "prometheus",
+            "",
+            self.prometheus_dir / "prometheus.log",
+            lambda: prometheus_ready(self.prometheus_address),
+            argv=argv,
+            stop_rank=PROMETHEUS_RANK,
+            stop_grace=10.0,  # it closes its head block on SIGTERM
+            restart=True,  # a helper of the stack: its exit never stops the regions
+        )
+
+    def _wait_prometheus(self, progress: Progress, task: TaskID) -> None:
+        assert self.prometheus is not None
+        log = self.prometheus.log_path
+        try:
+            self.supervisor.wait_ready([self.prometheus], PROMETHEUS_READY_S)
+        except ChildExited as exc:
+            raise UpError(f"Prometheus exited with {exc.code}: {tail(log)} (log: {log})") from None
+        except NotReady:
+            raise UpError(
+                f"Prometheus on {self.prometheus_address} did not answer ready within {PROMETHEUS_READY_S:.0f}s; "
+                f"see {log}"
+            ) from None
+        progress.update(task, completed=1, description=f"Prometheus: ready on http://{self.prometheus_address}")
+        progress.refresh()
 
     def _envoy_child(self) -> Child:
         def argv() -> list[str]:
@@ -461,6 +637,15 @@ class LocalStack:
                 redact_url(e.redis),
             )
         self.console.print(table)
+        if self.prometheus is not None:
+            rules = self.prometheus_rules
+            self.console.print(
+                f"Prometheus: http://{self.prometheus_address} (scraping {len(self.regions)} gateway admin ports "
+                f"every {self.scrape_interval}; "
+                + (f"rules and alerts from {rules[0]}" if rules else "no rules: deploy/prometheus/ is not here")
+                + f"; data in {self.prometheus_dir})",
+                soft_wrap=True,
+            )
         self.console.print(
             f"[bold green]all {len(self.regions)} {READY_MESSAGE} {seconds:.1f}s[/]: entry grpc={self.entry} "
             f"(Envoy, nearest region {self.edge}, admin http://127.0.0.1:{self.topology.envoy_admin}); "
@@ -483,8 +668,9 @@ class LocalStack:
         or Envoy exits, and reap adopted orphans."""
 
         def restarting(child: Child, code: int) -> None:
+            what = "Prometheus" if child.role == "prometheus" else f"{child.region}: the gateway"
             self.console.print(
-                f"[yellow]{child.region}: the gateway exited with {code}; restarting it "
+                f"[yellow]{what} exited with {code}; restarting it "
                 f"(restart {child.restarts + 1}; log: {child.log_path})[/]",
                 soft_wrap=True,
             )

@@ -14,7 +14,15 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgeinfer.gateway.settings import parse_workers
 from edgeinfer.regions.topology import TopologyError, default_topology, load_topology
-from edgeinfer.stack.local import LocalStack, Stopped, UpError
+from edgeinfer.stack.local import (
+    DEFAULT_PROMETHEUS_PORT,
+    DEFAULT_SCRAPE_INTERVAL,
+    LocalStack,
+    PrometheusNotFound,
+    Stopped,
+    UpError,
+    check_scrape_interval,
+)
 from edgeinfer.stack.procfs import process_age, set_child_subreaper, wide_console_width
 from edgeinfer.stack.state import DEFAULT_STATE_DIR
 
@@ -55,11 +63,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="gateway processes per region on its ports (`edgeinfer gateway --workers`; default 1); each worker "
         "has its own L1 and its own pool of functions",
     )
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run Prometheus (the `prometheus` on PATH, or $EDGEINFER_PROMETHEUS) on 127.0.0.1, scraping "
+        "every region's gateway admin port, with deploy/prometheus/rules.yml; data under STATE/prometheus",
+    )
+    parser.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=DEFAULT_PROMETHEUS_PORT,
+        help=f"Prometheus's port on 127.0.0.1 with --prometheus (default {DEFAULT_PROMETHEUS_PORT})",
+    )
+    parser.add_argument(
+        "--prometheus-scrape-interval",
+        type=_scrape_interval_flag,
+        default=DEFAULT_SCRAPE_INTERVAL,
+        metavar="DURATION",
+        help=f"how often Prometheus scrapes and evaluates its rules, e.g. 1s (default {DEFAULT_SCRAPE_INTERVAL})",
+    )
 
 
 def _workers_flag(text: str) -> int:
     try:
         return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _scrape_interval_flag(text: str) -> str:
+    try:
+        return check_scrape_interval(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -80,15 +114,29 @@ def run(args: argparse.Namespace) -> int:
     entry_port = args.port if args.port is not None else topology.entry
     if not 1 <= entry_port <= 65535:
         return fail(f"--port {entry_port}: not a port (1-65535)", 2)
+    if args.prometheus and not 1 <= args.prometheus_port <= 65535:
+        return fail(f"--prometheus-port {args.prometheus_port}: not a port (1-65535)", 2)
     model_repo = (args.model_repo or topology.model_repo).resolve()
     state_dir = args.state_dir.resolve()
     stack = LocalStack(
-        topology, args.topology, entry_port, model_repo, state_dir, args.timeout, console, args.edge, args.workers
+        topology,
+        args.topology,
+        entry_port,
+        model_repo,
+        state_dir,
+        args.timeout,
+        console,
+        args.edge,
+        args.workers,
+        prometheus_port=args.prometheus_port if args.prometheus else None,
+        scrape_interval=args.prometheus_scrape_interval,
     )
     stack.install_signal_handlers()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         stack.preflight()
+    except PrometheusNotFound as exc:
+        return fail(str(exc), 2)
     except UpError as exc:
         return fail(str(exc))
     except OSError as exc:

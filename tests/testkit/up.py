@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def infer(address: str) -> str:
 class Up:
     """A real `edgeinfer up` (a subprocess) on the given ports; `name` keeps its output apart from another's."""
 
-    def __init__(self, tmp_path: Path, model_repo: Path, ports: list[int], name: str = "up") -> None:
+    def __init__(
+        self, tmp_path: Path, model_repo: Path, ports: list[int], name: str = "up", extra: Sequence[str] = ()
+    ) -> None:
         self.tmp_path = tmp_path
         self.topology = tmp_path / "topology.yaml"
         self.state_dir = tmp_path / "state"
@@ -139,6 +142,7 @@ class Up:
             "--port", str(ports[10]),
             "--model-repo", str(model_repo),
             "--state-dir", str(self.state_dir),
+            *extra,
         ]  # fmt: skip
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.popen = subprocess.Popen(argv, stdout=out, stderr=err, env=env(), cwd=tmp_path)
