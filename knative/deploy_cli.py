@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL_REPO_URI,
         help=f"where the function loads the repository from, inside the pod (default {DEFAULT_MODEL_REPO_URI})",
     )
+    what.add_argument(
+        "--version",
+        dest="model_version",
+        metavar="V",
+        help="the model version the revision serves, and only it (default: the repository's latest)",
+    )
     what.add_argument("--service-name", help="Knative Service name (default: the model's name)")
     what.add_argument("--revision-name", help="name of the new revision ('<service>-<suffix>'; default: generated)")
     scale = parser.add_argument_group("autoscaling (defaults: the model's config.yaml autoscaling block)")
@@ -199,6 +205,14 @@ def _model_config(args: argparse.Namespace, model_repo: Path | None) -> tuple[Mo
         raise UsageError(str(error)) from None
     labels = [d.name for d in model_dir.iterdir() if (d / "model.onnx").is_file()]
     labels.sort(key=lambda label: (0, int(label), "") if label.isdigit() else (1, 0, label))
+    wanted = getattr(args, "model_version", None)
+    if wanted is not None:
+        if wanted not in labels:
+            raise UsageError(
+                f"--version {wanted}: model '{args.model}' in {model_repo} has no version {wanted} "
+                f"(it has: {', '.join(labels) or 'none'})"
+            )
+        return config, wanted
     return config, (labels[-1] if labels else None)
 
 
@@ -223,6 +237,8 @@ def _autoscaling(args: argparse.Namespace, base: Autoscaling) -> Autoscaling:
 
 def service_options(args: argparse.Namespace, model_repo: Path | None) -> ServiceOptions:
     config, version = _model_config(args, model_repo)
+    # --version without a local repository to check it against: taken as given (the pod's repository decides).
+    version = version or getattr(args, "model_version", None)
     defaults = ServiceOptions()
     requests = {**defaults.requests, **_pairs(args.request, "--request")}
     limits = {**defaults.limits, **_pairs(args.limit, "--limit")}
@@ -231,6 +247,9 @@ def service_options(args: argparse.Namespace, model_repo: Path | None) -> Servic
         namespace=args.namespace,
         service_name=args.service_name,
         model_version=version,
+        # The revision serves only this version (EDGEINFER_MODEL_VERSION): a later version added to the repository
+        # reaches callers through a rollout's candidate revision, never by a restart of this one.
+        pinned_version=version,
         model_repo_uri=args.model_repo_uri,
         autoscaling=_autoscaling(args, config.autoscaling),
         scale_metric=args.scale_metric,

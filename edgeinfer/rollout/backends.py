@@ -139,6 +139,7 @@ class LocalTraffic:
         record: dict[str, Any] | None,
         generation: int,
         promoted: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         p = self.plan
         body: dict[str, Any] = {
@@ -150,7 +151,7 @@ class LocalTraffic:
             ),
             "revert_to": revert_to,
             "lease_seconds": float(p.lease_s) if lease else None,
-            "tags": self._tags(promoted),
+            "tags": self._tags(promoted) if tags is None else tags,
             "rollout": record,
         }
         return self.policy.put(body, generation)
@@ -202,6 +203,8 @@ class LocalTraffic:
 
     def hold(self, record: dict[str, Any] | None, generation: int) -> dict[str, Any]:
         p = self.plan
+        # No tags: this region's Service is not pinned yet, so it has no `current`/`candidate` routes; its main route
+        # is the deployed (baseline) revision.
         return LocalTraffic._write(
             self,
             {p.baseline: 100},
@@ -210,6 +213,7 @@ class LocalTraffic:
             revert_to=p.baseline,
             record=record,
             generation=generation,
+            tags={},
         )
 
     def drain(self, version: str) -> int | None:
@@ -297,16 +301,27 @@ class _KnativeService:
         self.traffic = traffic
         self.revision_timeout_s = revision_timeout_s
 
-    def _revision(self, version: str) -> str | None:
-        for name, revision in self.traffic.revisions().items():
-            if revision.version == version:
-                return str(name)
-        return None
+    def _revision(self, version: str, prefer: str | None = None) -> str | None:
+        """The revision of `version`: `prefer` when it is one, else the newest. Every `edgeinfer deploy` that
+        changes the template (a scale flag, an image) makes another revision of the same version: the oldest is
+        then a stale one, not the one serving."""
+        found = [str(name) for name, revision in self.traffic.revisions().items() if revision.version == version]
+        if prefer is not None and prefer in found:
+            return prefer
+        return found[-1] if found else None
+
+    def _serving(self) -> str | None:
+        from edgeinfer.knative import traffic as t
+
+        try:
+            return t.current_revision(self.traffic.read())
+        except t.TrafficError:
+            return None  # split outside a canary, or no ready revision: the version's label decides
 
     def pin(self, baseline: str, candidate: str) -> None:
         from edgeinfer.knative import traffic as t
 
-        current = self._revision(baseline) or t.revision_name(self.traffic.service, baseline)
+        current = self._revision(baseline, self._serving()) or t.revision_name(self.traffic.service, baseline)
         target = self._revision(candidate)
         if target is None:
             applied = self.traffic.deploy_candidate(candidate, current=current)

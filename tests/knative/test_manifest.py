@@ -118,6 +118,27 @@ def test_traffic_and_tags_follow_kn(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_a_deployed_revision_serves_only_its_version(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for version in ("1", "2"):
+        (tmp_path / "fraud" / version).mkdir(parents=True)
+        (tmp_path / "fraud" / version / "model.onnx").touch()
+
+    def deployed(*argv: str) -> tuple[str, dict[str, str]]:
+        code, out, err = dry_run(capsys, "-o", "json", "--model-repo", str(tmp_path), *argv)
+        assert code == 0, err
+        service = json.loads(out)
+        (container,) = service["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value", "") for e in container["env"]}
+        return service["metadata"]["labels"]["edgeinfer.dev/model-version"], env
+
+    label, env = deployed()  # the repository's latest, pinned: a version added later never reaches this revision
+    assert label == env["EDGEINFER_MODEL_VERSION"] == "2"
+    label, env = deployed("--version", "1")
+    assert label == env["EDGEINFER_MODEL_VERSION"] == "1"
+    code, _, err = dry_run(capsys, "--model-repo", str(tmp_path), "--version", "7")
+    assert code == 2 and "--version 7: model 'fraud'" in err and "has no version 7 (it has: 1, 2)" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "words"),
     [
