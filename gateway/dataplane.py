@@ -383,11 +383,18 @@ class GatewayDataPlane:
         base = self._views.get((scanned.model_name, ""))
         if base is None or now - base.fetched_at >= self._metadata_ttl:
             return None
+        picked = not (scanned.model_version or version)
         version = scanned.model_version or version or self._pick(base.name, base)
-        if version not in base.versions or not wire_cacheable(scanned):
-            return None
         view = base if version == base.version else self._views.get((base.name, version))
-        if view is None or not view.cache_enabled or now - view.fetched_at >= self._metadata_ttl:
+        if (
+            version not in base.versions
+            or not wire_cacheable(scanned)
+            or view is None
+            or not view.cache_enabled
+            or now - view.fetched_at >= self._metadata_ttl
+        ):
+            if picked and (split := self._splits.get(base.name)) is not None:
+                split.undo(version)  # infer() picks for this request: one pick per request
             return None
         tenant = authenticated_tenant.get() or tenant
         key = wire_key(scanned, tenant=tenant, version=version, model_tag=view.tag)
@@ -664,9 +671,13 @@ class GatewayDataPlane:
     ) -> None:
         # Not counted in the request's statistics or metrics; a fresh arrival, so a cold start it waits on is its own.
         request_arrival.set(time.monotonic())
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                answer = await self.backend.infer(model, shadow.version, forward, timeout, ())
+                try:
+                    answer = await self.backend.infer(model, shadow.version, forward, timeout, ())
+                finally:
+                    self.metrics.shadow_call(model, shadow.version, time.perf_counter() - started)
         except (InferenceError, TimeoutError) as exc:
             log.debug("shadow call of %s version %s failed: %s", model, shadow.version, exc)
             result = ERROR

@@ -34,6 +34,7 @@ GATEWAY_CACHE_BREAKER_OPEN = "edgeinfer_gateway_cache_breaker_open"
 # Progressive delivery (gateway/traffic.py): shadow copies compared with the caller's reply, and each version's
 # share of unversioned requests.
 GATEWAY_SHADOW_COMPARISONS = "edgeinfer_gateway_shadow_comparisons_total"
+GATEWAY_SHADOW_SECONDS = "edgeinfer_gateway_shadow_seconds"
 GATEWAY_TRAFFIC_WEIGHT = "edgeinfer_gateway_traffic_weight"
 SHADOW_RESULTS = ("agree", "disagree", "error", "dropped")
 
@@ -87,6 +88,15 @@ class GatewayMetrics:
         self.function_latency = FastHistogram(
             GATEWAY_FUNCTION_CALL_SECONDS,
             "Duration of calls to inference functions",
+            ["region", "model", "version"],
+            r,
+            _LATENCY_BUCKETS,
+        )
+        # A shadow copy's own latency: nobody cancels it (a caller's slow try can be, by Envoy's hedge), so a
+        # slow candidate shows here before any caller is sent to it.
+        self.shadow_latency = FastHistogram(
+            GATEWAY_SHADOW_SECONDS,
+            "Duration of shadow copies to a candidate version (answered or failed)",
             ["region", "model", "version"],
             r,
             _LATENCY_BUCKETS,
@@ -163,6 +173,9 @@ class GatewayMetrics:
             self._calls[(model, version, code)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def shadow_call(self, model: str, version: str, seconds: float) -> None:
+        self.shadow_latency.labels(self.region, model, version).observe(seconds)
 
     def shadow(self, model: str, baseline: str, version: str, result: str) -> None:
         # Bounded: versions the model has (the policy is checked against them), results from SHADOW_RESULTS.

@@ -17,12 +17,10 @@ import contextlib
 import json
 import logging
 import os
-import random
 import re
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -156,30 +154,56 @@ class Shadow:
     rtol: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Split:
     """A policy compiled for the hot path: `pick()` is the version of an unversioned request ("" for the view's
-    default), `shadow_for(version)` the shadow a request served by `version` is copied to, if it is drawn."""
+    default), `shadow_for(version)` the shadow a request served by `version` is copied to, if it is its turn.
+
+    Counted, not drawn: the pick is smooth weighted round-robin (nginx's), so of any 100 unversioned requests in a
+    row each version gets its weight exactly, spread evenly; the shadow copies every 1/share-th request it may.
+    A canary at 10 % then gets 10 % of the requests, not 10 % give or take chance, and the exposure a rollout
+    accepts is what it says."""
 
     versions: tuple[str, ...]  # versions with weight above 0
-    bounds: tuple[float, ...]  # cumulative shares of all but the last version
+    weights: tuple[int, ...]  # their percents
     fixed: str | None  # the one version when only one has weight ("" for none: the default)
     shadow: Shadow | None
-    rng: Callable[[], float]
+    current: list[int] = field(default_factory=list)  # round-robin state, one per version
+    shadow_credit: float = 0.0
 
     def pick(self) -> str:
         if self.fixed is not None:
             return self.fixed
-        return self.versions[bisect_right(self.bounds, self.rng())]
+        current = self.current
+        best = 0
+        for index, weight in enumerate(self.weights):
+            current[index] += weight
+            if current[index] > current[best]:
+                best = index
+        current[best] -= 100
+        return self.versions[best]
+
+    def undo(self, version: str) -> None:
+        """Take back a pick that served no request (the wire lookup gave up on it; the request is picked again)."""
+        if self.fixed is not None or version not in self.versions:
+            return
+        current = self.current
+        for index, weight in enumerate(self.weights):
+            current[index] -= weight
+        current[self.versions.index(version)] += 100
 
     def shadow_for(self, version: str) -> Shadow | None:
         shadow = self.shadow
-        if shadow is None or shadow.version == version or self.rng() >= shadow.probability:
+        if shadow is None or shadow.version == version:
             return None
+        self.shadow_credit += shadow.probability
+        if self.shadow_credit < 1.0:
+            return None
+        self.shadow_credit -= 1.0
         return shadow
 
 
-def compile_split(policy: TrafficPolicy, rng: Callable[[], float] = random.random) -> Split | None:
+def compile_split(policy: TrafficPolicy) -> Split | None:
     """None when the policy is the default (no weights, no shadow): nothing to consult per request."""
     weighted = [(v, w) for v, w in policy.weights.items() if w > 0]
     shadow = policy.shadow
@@ -189,13 +213,8 @@ def compile_split(policy: TrafficPolicy, rng: Callable[[], float] = random.rando
     if not weighted and compiled_shadow is None:
         return None
     versions = tuple(v for v, _ in weighted)
-    bounds: list[float] = []
-    running = 0
-    for _, weight in weighted[:-1]:
-        running += weight
-        bounds.append(running / 100)
     fixed = versions[0] if len(versions) == 1 else "" if not versions else None
-    return Split(versions, tuple(bounds), fixed, compiled_shadow, rng)
+    return Split(versions, tuple(w for _, w in weighted), fixed, compiled_shadow, [0] * len(versions))
 
 
 class TrafficTable:
@@ -208,11 +227,9 @@ class TrafficTable:
         path: Path | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        rng: Callable[[], float] = random.random,
     ) -> None:
         self.path = path
         self._clock = clock
-        self._rng = rng
         self.policies: dict[str, TrafficPolicy] = {}
         # Mutated in place: the data plane keeps a reference to this very dict.
         self.splits: dict[str, Split] = {}
@@ -310,7 +327,12 @@ class TrafficTable:
         if self.on_change is not None and (previous.tags if previous is not None else {}) != policy.tags:
             self.on_change(model, policy.tags)  # ValueError for a tag that makes no host: nothing changed
         self.policies[model] = policy
-        split = compile_split(policy, self._rng)
+        split = compile_split(policy)
+        kept = self.splits.get(model)
+        if split is not None and kept is not None and (kept.versions, kept.weights) == (split.versions, split.weights):
+            # A renewal (the rollout writes the same policy at every poll): the round-robin goes on where it was.
+            split.current = kept.current
+            split.shadow_credit = kept.shadow_credit
         if split is None:
             self.splits.pop(model, None)
         else:

@@ -5,8 +5,8 @@ test_traffic_split.py shows the same through real gateways and functions."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,41 +120,47 @@ def test_put_replaces_the_policy_counts_generations_and_checks_the_lock() -> Non
 # -- the weighted pick -----------------------------------------------------------------------------
 
 
-def test_pick_follows_the_weights() -> None:
+def test_pick_gives_each_version_its_weight_exactly_and_evenly() -> None:
     policy = TrafficPolicy(weights={"1": 70, "2": 20, "3": 10})
-    split = compile_split(policy, random.Random(18).random)
+    split = compile_split(policy)
     assert split is not None
-    picks = Counter(split.pick() for _ in range(20_000))
-    # Seeded, so exact; and within 6 standard deviations of the weights (a fresh seed would pass too).
-    for version, weight in policy.weights.items():
-        expected = 20_000 * weight / 100
-        assert abs(picks[version] - expected) < 6 * (expected * (1 - weight / 100)) ** 0.5, picks
+    picks = [split.pick() for _ in range(20_000)]
+    # Counted, not drawn: every 100 requests in a row hold each version's weight exactly.
+    for block in range(0, 20_000, 100):
+        assert Counter(picks[block : block + 100]) == {"1": 70, "2": 20, "3": 10}
+    # Spread, not bunched: version 3 (10 %) comes every 10th request, never twice within 9.
+    threes = [i for i, v in enumerate(picks) if v == "3"]
+    assert {b - a for a, b in itertools.pairwise(threes)} == {10}
 
 
-def test_zero_weights_are_never_picked_and_one_version_draws_nothing() -> None:
-    draws = []
-
-    def rng() -> float:
-        draws.append(1)
-        return 0.999
-
-    split = compile_split(TrafficPolicy(weights={"1": 0, "2": 100}), rng)
+def test_zero_weights_are_never_picked_and_the_default_consults_nothing() -> None:
+    split = compile_split(TrafficPolicy(weights={"1": 0, "2": 100}))
     assert split is not None and split.versions == ("2",)
-    assert {split.pick() for _ in range(100)} == {"2"} and not draws
+    assert {split.pick() for _ in range(100)} == {"2"}
     assert compile_split(TrafficPolicy()) is None  # the default: nothing to consult per request
     only_shadow = compile_split(TrafficPolicy(shadow={"version": "2", "percent": 5}))  # type: ignore[arg-type]
     assert only_shadow is not None and only_shadow.pick() == ""  # "" = the view's default
 
 
-def test_shadow_draws_its_share_and_never_copies_to_the_serving_version() -> None:
+def test_shadow_copies_its_share_exactly_and_never_to_the_serving_version() -> None:
     split = compile_split(
         TrafficPolicy(weights={"1": 100}, shadow={"version": "2", "percent": 25}),  # type: ignore[arg-type]
-        random.Random(3).random,
     )
     assert split is not None
-    drawn = sum(split.shadow_for("1") is not None for _ in range(10_000))
-    assert 2_000 < drawn < 3_000
+    copied = [split.shadow_for("1") is not None for _ in range(10_000)]
+    assert sum(copied) == 2_500 and all(sum(copied[i : i + 4]) == 1 for i in range(0, 10_000, 4))
     assert all(split.shadow_for("2") is None for _ in range(1_000))
+
+
+def test_a_renewal_goes_on_with_the_round_robin_and_a_change_starts_afresh() -> None:
+    table = TrafficTable()
+    table.put(MODEL, update(weights={"1": 90, "2": 10}), VERSIONS)
+    first = [table.splits[MODEL].pick() for _ in range(55)]
+    table.put(MODEL, update(weights={"1": 90, "2": 10}), VERSIONS)  # renewed at a poll: the same weights
+    rest = [table.splits[MODEL].pick() for _ in range(45)]
+    assert Counter(first + rest) == {"1": 90, "2": 10}
+    table.put(MODEL, update(weights={"1": 50, "2": 50}), VERSIONS)
+    assert Counter(table.splits[MODEL].pick() for _ in range(100)) == {"1": 50, "2": 50}
 
 
 # -- persistence and leases ------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def test_policies_persist_and_load(tmp_path: Path) -> None:
     again.load()
     assert again.get(MODEL) == stored
     split = again.splits[MODEL]
-    assert split.versions == ("1", "2") and split.bounds == (0.8,)
+    assert split.versions == ("1", "2") and split.weights == (80, 20)
 
 
 def test_a_broken_file_stops_the_load_naming_it(tmp_path: Path) -> None:
@@ -325,7 +331,7 @@ def plane(backend: VersionedBackend, seed: int = 18) -> GatewayDataPlane:
         cache=PredictionCache(l1=L1Cache(1 << 20)),
         flights=SingleFlight[bytes](),
         key_function=key,
-        traffic=TrafficTable(rng=random.Random(seed).random),
+        traffic=TrafficTable(),
     )
 
 
@@ -533,3 +539,12 @@ def test_a_policys_tags_reach_the_backend_at_load_and_on_every_change(tmp_path: 
 
     backend = asyncio.run(run())
     assert backend.tags_set[1:] == [{"2": "current"}, {}]
+
+
+def test_an_undone_pick_is_given_again() -> None:
+    split = compile_split(TrafficPolicy(weights={"1": 50, "2": 50}))
+    assert split is not None
+    first = split.pick()
+    split.undo(first)  # the wire lookup gave up on it: the request is picked again, and gets the same
+    assert split.pick() == first
+    assert Counter(split.pick() for _ in range(99)) + Counter([first]) == {"1": 50, "2": 50}
