@@ -30,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rollout.cli",
         "canary a model version: shift traffic in steps, judge errors, p99 and answers, roll back or promote",
     ),
-    "drill": ("stack.drill_cli", "fault a region (kill, blackhole, slow, flap) under load through Envoy; report"),
+    "drill": (
+        "rollout.drill_cli",
+        "fault a region (kill, blackhole, slow, flap) or roll out a canary (bad-canary-*, good-canary) under load; "
+        "report",
+    ),
     "tune": ("tuner.cli_tune", "per-region warm-pool plan (min-scale per model) holding the p99 SLO; --apply sets it"),
     "simulate": ("tuner.cli_simulate", "replay a trace through a model of the regions and compare warm-pool policies"),
     "trace": ("tuner.cli_trace", "generate, inspect, import (from gateway spans) and replay request traces"),

@@ -35,6 +35,7 @@ from edgeinfer.gateway.metrics import (
     GATEWAY_REQUEST_SECONDS,
     GATEWAY_REQUESTS,
     GATEWAY_SHADOW_COMPARISONS,
+    GATEWAY_SHADOW_SECONDS,
     SHADOW_RESULTS,
 )
 
@@ -53,6 +54,7 @@ CLIENT_ERROR_CODES = frozenset(
 )
 QUANTILE = 0.99
 _BUCKETS = GATEWAY_REQUEST_SECONDS + "_bucket"
+_SHADOW_BUCKETS = GATEWAY_SHADOW_SECONDS + "_bucket"
 
 
 class SourceError(Exception):
@@ -97,6 +99,7 @@ class Window:
     candidate: VersionStats
     baseline: VersionStats
     shadow: dict[str, float] = field(default_factory=dict)  # result -> count
+    shadow_p99_ms: float | None = None  # the shadow copies' own p99 (nobody cancels them)
 
     @property
     def comparisons(self) -> float:
@@ -224,6 +227,35 @@ def judge(window: Window, thresholds: Thresholds, *, shadow: bool, final: bool, 
             ),
         ]
     )
+    if shadow_only:
+        # No caller reaches the candidate yet: its server errors are those of the shadow copies.
+        copies = sum(window.shadow.get(r, 0.0) for r in ("agree", "disagree", "error"))
+        enough_copies = copies >= thresholds.comparisons_needed
+        copy_errors = window.shadow.get("error", 0.0)
+        copy_rate = copy_errors / copies if copies else None
+        checks.append(
+            Check(
+                "error rate",
+                copy_rate,
+                thresholds.max_error_rate,
+                enough_copies,
+                enough_copies and (copy_rate or 0.0) > thresholds.max_error_rate,
+                f"{copy_errors:.0f} errors of {copies:.0f} shadow copies",
+                b.error_rate,
+            )
+        )
+        shadow_p99 = window.shadow_p99_ms
+        checks.append(
+            Check(
+                "p99",
+                shadow_p99,
+                thresholds.max_p99_ms,
+                enough_copies and shadow_p99 is not None,
+                enough_copies and shadow_p99 is not None and shadow_p99 > thresholds.max_p99_ms,
+                f"{copies:.0f} shadow copies, from the histogram",
+                b.p99_ms,
+            )
+        )
     if shadow:
         needed = thresholds.comparisons_needed
         enough_shadow = window.comparisons >= needed
@@ -275,7 +307,7 @@ Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def parse_metrics(text: str, model: str) -> Series:
     """The samples of `model` that the analysis reads, keyed by (sample name, every label)."""
-    wanted = (GATEWAY_REQUESTS, _BUCKETS, GATEWAY_SHADOW_COMPARISONS)
+    wanted = (GATEWAY_REQUESTS, _BUCKETS, GATEWAY_SHADOW_COMPARISONS, _SHADOW_BUCKETS)
     series: Series = {}
     try:
         families = list(text_string_to_metric_families(text))
@@ -303,9 +335,14 @@ def window_from_series(gained: Series, seconds: float, baseline: str, candidate:
     stats = {baseline: VersionStats(), candidate: VersionStats()}
     buckets: dict[str, dict[float, float]] = {baseline: defaultdict(float), candidate: defaultdict(float)}
     shadow: dict[str, float] = defaultdict(float)
+    shadow_buckets: dict[float, float] = defaultdict(float)
     for (name, label_items), value in gained.items():
         labels = dict(label_items)
         version = labels.get("version", "")
+        if name == _SHADOW_BUCKETS:
+            if version == candidate:
+                shadow_buckets[float(labels.get("le", "nan"))] += value
+            continue
         if name == GATEWAY_SHADOW_COMPARISONS:
             result = labels.get("result", "")
             if version == candidate and labels.get("baseline") == baseline and result in SHADOW_RESULTS:
@@ -321,7 +358,9 @@ def window_from_series(gained: Series, seconds: float, baseline: str, candidate:
             buckets[version][float(labels.get("le", "nan"))] += value
     for version, by_bound in buckets.items():
         stats[version].buckets = sorted(by_bound.items())
-    return Window(seconds, stats[candidate], stats[baseline], dict(shadow))
+    shadow_p99 = histogram_quantile(QUANTILE, shadow_buckets.items())
+    shadow_p99_ms = shadow_p99 * 1000 if shadow_p99 is not None else None
+    return Window(seconds, stats[candidate], stats[baseline], dict(shadow), shadow_p99_ms)
 
 
 class EmbeddedSource:
@@ -386,6 +425,10 @@ def promql_queries(region: str, model: str, baseline: str, candidate: str, windo
         "shadow": (
             f"sum by (result) (increase({GATEWAY_SHADOW_COMPARISONS}"
             f'{{region="{r}", model="{m}", baseline="{b}", version="{c}"}}[{w}]))'
+        ),
+        "shadow_p99": (
+            f"histogram_quantile({QUANTILE}, sum by (le) (increase({_SHADOW_BUCKETS}"
+            f'{{region="{r}", model="{m}", version="{c}"}}[{w}])))'
         ),
         "scraped": f'{GATEWAY_READY}{{region="{r}"}}',
     }
@@ -477,7 +520,9 @@ class PrometheusSource:
             for labels, value in self.query(queries["shadow"], now)
             if not math.isnan(value)
         }
-        return Window(now - started, stats[self.candidate], stats[self.baseline], shadow)
+        shadow_p99 = next((v for _, v in self.query(queries["shadow_p99"], now) if not math.isnan(v)), None)
+        shadow_p99_ms = shadow_p99 * 1000 if shadow_p99 is not None else None
+        return Window(now - started, stats[self.candidate], stats[self.baseline], shadow, shadow_p99_ms)
 
 
 def _http_get(address: str, timeout: float) -> bytes:

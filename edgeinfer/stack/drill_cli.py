@@ -48,8 +48,9 @@ HEALTH_POLL_S = 0.05
 STANDBY_WAIT_S = 60.0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", choices=SCENARIOS, required=True)
+def add_arguments(parser: argparse.ArgumentParser, extra_scenarios: tuple[str, ...] = ()) -> None:
+    """`extra_scenarios`: more choices of --scenario, run by the caller (the canary drills of edgeinfer.rollout)."""
+    parser.add_argument("--scenario", choices=SCENARIOS + extra_scenarios, required=True)
     parser.add_argument("--region", default=None, help="the region to fault (default: the edge, which serves)")
     parser.add_argument("--rps", type=float, default=200.0, help="open-loop requests per second (default: 200)")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds (default: 30)")

@@ -217,8 +217,13 @@ class FakeGateway:
             if shadow and shadow["version"] != version:
                 copies = n * shadow["percent"] / 100
                 target = self.behaviour[shadow["version"]]
-                self._add(("shadow", version, shadow["version"], "disagree"), copies * target.disagree)
-                self._add(("shadow", version, shadow["version"], "agree"), copies * (1 - target.disagree))
+                failed = copies * target.server_errors  # a copy answered INTERNAL is not compared
+                answered = copies - failed
+                if failed:
+                    self._add(("shadow", version, shadow["version"], "error"), failed)
+                self._add(("shadow", version, shadow["version"], "disagree"), answered * target.disagree)
+                self._add(("shadow", version, shadow["version"], "agree"), answered * (1 - target.disagree))
+                self._add(("slat", shadow["version"], repr(target.latency_s)), copies)
 
     def metrics(self, timeout: float | None = None) -> str:
         self._check("GET /metrics")
@@ -261,6 +266,20 @@ class FakeGateway:
                     f'edgeinfer_gateway_shadow_comparisons_total{{region="{r}",model="{m}",baseline="{baseline}",'
                     f'version="{version}",result="{result}"}} {value}'
                 )
+        lines.append("# TYPE edgeinfer_gateway_shadow_seconds histogram")
+        shadow_latency: dict[str, dict[float, float]] = {}
+        for key, value in self.counters.items():
+            if key[0] == "slat":
+                _, version, latency = key
+                observed = shadow_latency.setdefault(version, {})
+                observed[float(latency)] = observed.get(float(latency), 0.0) + value
+        for version, observed in sorted(shadow_latency.items()):
+            labels = f'region="{r}",model="{m}",version="{version}"'
+            for bound in (*BOUNDS, math.inf):
+                count = sum(n for lat, n in observed.items() if lat <= bound)
+                le = "+Inf" if math.isinf(bound) else repr(bound)
+                lines.append(f'edgeinfer_gateway_shadow_seconds_bucket{{{labels},le="{le}"}} {count}')
+            lines.append(f"edgeinfer_gateway_shadow_seconds_count{{{labels}}} {sum(observed.values())}")
         return "\n".join(lines) + "\n"
 
     # -- metadata --------------------------------------------------------------------------

@@ -76,8 +76,8 @@ def test_bad_canary_is_rolled_back_naming_the_check(
     assert outcome.state == "rolled_back"
     assert outcome.check is not None and outcome.check["name"] == check
     assert outcome.check["value"] > low and outcome.check["threshold"] == low
-    # A wrong canary is caught in the shadow step, before any caller gets its answer; the others at 10 %.
-    caught_at = 0 if kind == "wrong" else 10
+    # Caught in the shadow step, on its shadow copies alone, before any caller gets one of its answers.
+    caught_at = 0
     assert check in (outcome.reason or "") and f"at {caught_at} %" in (outcome.reason or "")
     # Back at 0 % with the shadow off, for good (no lease), and the record says why.
     assert gateway.policy["weights"] == {"1": 100}
@@ -88,13 +88,28 @@ def test_bad_canary_is_rolled_back_naming_the_check(
     # Caught in the interval of the step it was exposed in, and 0 % confirmed by the gateway within it.
     assert outcome.rollback is not None and outcome.rollback.seconds is not None
     assert outcome.rollback.seconds <= CONFIG.interval_s
-    intervals = 1 if kind == "wrong" else 2  # the shadow step passes first for the slow and failing ones
-    assert outcome.rollback.detected_t <= intervals * CONFIG.interval_s
+    assert outcome.rollback.detected_t <= CONFIG.interval_s
     assert max(w.get("2", 0) for w in gateway.weights_written()) == caught_at
     assert report.steps[-1].verdict == "fail"
     if kind == "wrong":  # fast and without errors: only the answers give it away
         failed = [c["name"] for c in report.steps[-1].checks if c["failed"]]
         assert failed == ["disagreement"]
+
+
+@pytest.mark.parametrize(("kind", "check"), [("slow", "p99"), ("errors", "error rate")])
+def test_without_shadow_a_bad_canary_is_caught_at_its_first_weighted_step(
+    kind: str, check: str, gateway: FakeGateway, clock: FakeClock, behaviours: dict[str, Any]
+) -> None:
+    gateway.behaviour["2"] = behaviours[kind]
+    config = RolloutConfig(interval_s=10.0, shadow_percent=0)
+    outcomes, report = _run([gateway], clock, config)
+    outcome = outcomes[0]
+    assert outcome.state == "rolled_back" and outcome.check is not None and outcome.check["name"] == check
+    assert "at 10 %" in (outcome.reason or "")
+    assert outcome.rollback is not None and outcome.rollback.seconds is not None
+    assert outcome.rollback.seconds <= config.interval_s and outcome.rollback.detected_t <= config.interval_s
+    assert max(w.get("2", 0) for w in gateway.weights_written()) == 10
+    assert gateway.policy["weights"] == {"1": 100}
 
 
 def test_client_errors_do_not_count_against_the_candidate(

@@ -229,7 +229,10 @@ def prometheus(canary_gateway: dict[str, str], tmp_path: Path) -> Iterator[str]:
 def test_judged_by_a_real_prometheus(
     canary_gateway: dict[str, str], prometheus: str, outcome: str, tmp_path: Path
 ) -> None:
-    options = _options(canary_gateway, tmp_path, interval_s=5.0)
+    # The failing canary without shadow: judged on its callers' errors at 50 % (with shadow on, its shadow copies
+    # fail it at 0 % before any caller reaches it), so the requests query is what decides.
+    extra: dict[str, Any] = {"shadow_percent": 0.0} if outcome == "rolled_back" else {}
+    options = _options(canary_gateway, tmp_path, interval_s=5.0, **extra)
     options.prometheus = prometheus
     with Load(canary_gateway["grpc"]):
         result = run_rollout(options)
