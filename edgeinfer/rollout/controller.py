@@ -403,6 +403,7 @@ class RegionRollout:
                 disagreement=window.disagreement if window and shadow else None,
                 comparisons=window.comparisons if window and shadow else None,
                 verdict=verdict.verdict if window else "no-data",
+                shadow_p99_ms=window.shadow_p99_ms if window and shadow else None,
             )
         )
 

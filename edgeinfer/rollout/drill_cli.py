@@ -215,7 +215,9 @@ def plot(data: dict[str, Any], png: Path) -> None:
     axes[0].set_ylabel("candidate %")
     axes[0].set_ylim(-5, 105)
     axes[1].plot([r["t"] for r in load], [r["p99_ms"] for r in load], label="callers (per s)", color="tab:blue")
-    axes[1].plot(t, [s["p99_ms"] for s in samples], "o", ms=3, label="candidate (window)", color="tab:orange")
+    axes[1].plot(t, [s["p99_ms"] for s in samples], "o", ms=3, label="candidate's callers (window)", color="tab:orange")
+    shadow_p99 = [s.get("shadow_p99_ms") for s in samples]
+    axes[1].plot(t, shadow_p99, "x", ms=4, label="candidate's shadow copies (window)", color="tab:brown")
     axes[1].axhline(data["rollout"]["config"].get("max_p99_ms", 100), color="red", lw=0.7, ls="--")
     axes[1].set_ylabel("p99 ms")
     axes[1].legend(loc="upper right", fontsize=8)

@@ -32,6 +32,7 @@ class Sample:
     disagreement: float | None
     comparisons: float | None
     verdict: str  # pending | pass | fail | inconclusive | no-data
+    shadow_p99_ms: float | None = None  # the shadow copies' own p99 (judged at the 0 % step)
 
 
 @dataclass

@@ -192,6 +192,26 @@ def test_promql_queries() -> None:
         'sum by (result) (increase(edgeinfer_gateway_shadow_comparisons_total{region="us-east", model="fraud", '
         'baseline="1", version="2"}[30s]))'
     )
+    assert queries["shadow_p99"] == (
+        "histogram_quantile(0.99, sum by (le) (increase(edgeinfer_gateway_shadow_seconds_bucket"
+        '{region="us-east", model="fraud", version="2"}[30s])))'
+    )
+
+
+def test_the_shadow_step_judges_the_copies_errors_and_latency() -> None:
+    enough = Thresholds(min_requests=20)
+    nobody = VersionStats()
+    slow = Window(5.0, nobody, nobody, {"agree": 40.0}, shadow_p99_ms=240.0)
+    verdict = judge(slow, enough, shadow=True, final=False, shadow_only=True)
+    assert verdict.verdict == FAIL and verdict.failing is not None and verdict.failing.name == "p99"
+    failing = Window(5.0, nobody, nobody, {"agree": 32.0, "error": 8.0}, shadow_p99_ms=3.0)
+    verdict = judge(failing, enough, shadow=True, final=False, shadow_only=True)
+    assert verdict.failing is not None and verdict.failing.name == "error rate"
+    assert verdict.failing.value == 0.2 and "8 errors of 40 shadow copies" in verdict.failing.basis
+    healthy = Window(5.0, nobody, nobody, {"agree": 40.0}, shadow_p99_ms=3.0)
+    assert judge(healthy, enough, shadow=True, final=True, shadow_only=True).verdict == PASS  # no caller needed
+    few = Window(5.0, nobody, nobody, {"agree": 10.0}, shadow_p99_ms=3.0)
+    assert judge(few, enough, shadow=True, final=True, shadow_only=True).verdict == INCONCLUSIVE
 
 
 def _vector(rows: list[tuple[dict[str, str], str]]) -> bytes:

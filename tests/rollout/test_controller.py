@@ -102,7 +102,7 @@ def test_without_shadow_a_bad_canary_is_caught_at_its_first_weighted_step(
 ) -> None:
     gateway.behaviour["2"] = behaviours[kind]
     config = RolloutConfig(interval_s=10.0, shadow_percent=0)
-    outcomes, report = _run([gateway], clock, config)
+    outcomes, _ = _run([gateway], clock, config)
     outcome = outcomes[0]
     assert outcome.state == "rolled_back" and outcome.check is not None and outcome.check["name"] == check
     assert "at 10 %" in (outcome.reason or "")
