@@ -10,6 +10,10 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 Provider = Literal["tensorrt", "cuda", "cpu"]
+Platform = Literal["onnxruntime", "pytorch"]
+Device = Literal["cpu", "cuda"]
+# Open Inference datatypes a PyTorch model can take or give (torch has no string tensors; numpy no bfloat16).
+TorchDatatype = Literal["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 
 
 class _Strict(BaseModel):
@@ -115,6 +119,21 @@ class Autoscaling(_Strict):
         return target * self.target_utilization_percentage / 100
 
 
+class TensorDecl(_Strict):
+    """One input or output of a PyTorch model, as Triton's config.pbtxt declares it: `dims` leave out the batch
+    dimension when max_batch_size > 0; -1 is a free dimension."""
+
+    name: str = Field(min_length=1, max_length=256)
+    datatype: TorchDatatype
+    dims: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _dims(self) -> TensorDecl:
+        if any(d < -1 or d == 0 for d in self.dims):
+            raise ValueError(f"tensor '{self.name}': dims {list(self.dims)}: each is a size >= 1, or -1 (free)")
+        return self
+
+
 class ModelConfig(_Strict):
     # Triton meaning: 0 = the model does not batch; >0 = dimension 0 is the batch, up to this.
     max_batch_size: int = Field(default=0, ge=0)
@@ -132,6 +151,75 @@ class ModelConfig(_Strict):
     # Default per-request timeout when the caller sets no deadline.
     timeout_ms: int = Field(default=10_000, gt=0)
     autoscaling: Autoscaling = Autoscaling()
+    # The runtime: onnxruntime (model.onnx) or pytorch (model.pt2, a torch.export program; model.pt, TorchScript).
+    # None: from the file a version holds (docs/pytorch.md).
+    platform: Platform | None = None
+    # PyTorch models only (ONNX models pick their device from execution_providers): where the model runs. cpu by
+    # default, never a silent fallback: cuda on a host without CUDA fails the load, naming what to install.
+    device: Device = "cpu"
+    # PyTorch on CUDA only: capture a CUDA graph per batch-size bucket and replay it (a batch is padded up to its
+    # bucket, the result sliced back).
+    cuda_graphs: bool = False
+    # The buckets; empty: powers of two up to max_batch_size, and max_batch_size itself.
+    cuda_graph_batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = ()
+    # A PyTorch model's inputs and outputs, in the order its forward takes and returns them (an ONNX model's come
+    # from its graph: leave these out).
+    inputs: tuple[TensorDecl, ...] = ()
+    outputs: tuple[TensorDecl, ...] = ()
+
+    @model_validator(mode="after")
+    def _runtime(self) -> ModelConfig:
+        if self.cuda_graphs and self.device != "cuda":
+            raise ValueError("cuda_graphs: true needs device: cuda (CUDA graphs run on a GPU)")
+        if self.cuda_graph_batch_sizes and not self.cuda_graphs:
+            raise ValueError("cuda_graph_batch_sizes needs cuda_graphs: true")
+        too_big = [b for b in self.cuda_graph_batch_sizes if b > max(1, self.max_batch_size)]
+        if too_big:
+            raise ValueError(
+                f"cuda_graph_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}: a bucket holds at most "
+                "the largest batch"
+            )
+        if self.platform == "onnxruntime":
+            check_platform(self, "onnxruntime")
+        elif self.platform == "pytorch":
+            check_platform(self, "pytorch")
+        return self
+
+    def resolved_platform(self, model_file: Path) -> Platform:
+        """The platform that serves `model_file`: config.yaml's, else the file's."""
+        return self.platform or platform_of(model_file)
+
+
+def platform_of(model_file: Path) -> Platform:
+    return "onnxruntime" if model_file.suffix == ".onnx" else "pytorch"
+
+
+def check_platform(config: ModelConfig, platform: Platform) -> None:
+    """ValueError naming the field when `config` cannot serve a model of `platform`."""
+    if platform == "onnxruntime":
+        if config.device != "cpu" or config.cuda_graphs:
+            raise ValueError(
+                "device and cuda_graphs apply to pytorch models; an ONNX model picks its device from "
+                "execution_providers"
+            )
+        if config.inputs or config.outputs:
+            raise ValueError("inputs and outputs apply to pytorch models; an ONNX model's come from its graph")
+        return
+    if not config.inputs or not config.outputs:
+        raise ValueError(
+            "a pytorch model needs inputs: and outputs: (each a list of {name, datatype, dims}, in the order its "
+            "forward takes and returns them; docs/pytorch.md)"
+        )
+    names = [t.name for t in (*config.inputs, *config.outputs)]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"tensor names must be unique across inputs and outputs: {', '.join(duplicated)}")
+    if config.cuda_graphs:
+        free = [t.name for t in (*config.inputs, *config.outputs) if -1 in t.dims]
+        if free:
+            raise ValueError(
+                f"cuda_graphs: true needs fixed dims apart from the batch dimension; free (-1) in {', '.join(free)}"
+            )
 
 
 class Faults(_Strict):

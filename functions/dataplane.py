@@ -33,7 +33,7 @@ from edgeinfer.functions.model_config import (
 )
 from edgeinfer.functions.priority import lower_current_thread_priority
 from edgeinfer.functions.repository import ModelEntry, RepositoryError
-from edgeinfer.functions.runtime import ModelLoadError, OnnxModel
+from edgeinfer.functions.runtime import ModelLoadError, Servable, load_model
 from edgeinfer.functions.statistics import VersionStatistics
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import (
@@ -101,7 +101,7 @@ class FaultInjector:
 
 @dataclass(eq=False)
 class ServedModel:
-    model: OnnxModel
+    model: Servable
     batcher: DynamicBatcher
     metrics: ModelMetrics
     metadata: pb.ModelMetadataResponse
@@ -152,6 +152,7 @@ class DataPlane:
         self._load_dirs: dict[str, Path] = {}
         self._poller: asyncio.Task[None] | None = None
         self._ready = False
+        self._process_seconds: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -257,12 +258,17 @@ class DataPlane:
         elapsed = time.monotonic() - started
         self.metrics.model_load.labels(name).set(elapsed)
         latest = loaded[selected[-1]]
+        phases = latest.model.phases
+        for phase, seconds in phases.items():
+            self.metrics.start_phase.labels(name, phase).set(seconds)
         log.info(
-            "model %s versions %s loaded on %s in %.3fs (batches run %s)",
+            "model %s versions %s loaded (%s) on %s in %.3fs (%s; batches run %s)",
             name,
             ",".join(selected),
+            latest.model.platform,
             latest.model.provider,
             elapsed,
+            " ".join(f"{phase} {seconds:.3f}s" for phase, seconds in phases.items()) or "no phases",
             "inline" if latest.batcher.inline else "on a worker thread",
         )
         gone = [v for v in previous if v not in loaded]
@@ -287,7 +293,7 @@ class DataPlane:
             path = entry.versions[version]
             # Before the model: a bad faults.yaml fails the load at once, naming the file.
             faults = await asyncio.to_thread(load_faults, path.parent / repository.FAULTS_FILE)
-            model = await loop.run_in_executor(executor, OnnxModel.load, entry.name, version, path, config)
+            model = await loop.run_in_executor(executor, load_model, entry.name, version, path, config)
             await loop.run_in_executor(executor, model.warm_up)
             inline = False
             if config.inline_compute_max_microseconds:
@@ -312,7 +318,7 @@ class DataPlane:
         return served
 
     def _serve(
-        self, model: OnnxModel, inline: bool, executor: ThreadPoolExecutor, labels: tuple[str, ...]
+        self, model: Servable, inline: bool, executor: ThreadPoolExecutor, labels: tuple[str, ...]
     ) -> ServedModel:
         config = model.config
         metrics = self.metrics.for_model(model.name)
@@ -343,6 +349,7 @@ class DataPlane:
             config,
             provider=model.provider,
             inline=inline,
+            platform=model.platform,
         )
         model_config = build_model_config(
             model.name,
@@ -352,6 +359,8 @@ class DataPlane:
             provider=model.provider,
             labels=bool(labels),
             versions=[model.version],
+            platform=model.platform,
+            model_file=model.path.name,
         )
         datatypes = {n: s.datatype for n, s in model.outputs.items()}
         return ServedModel(model, batcher, metrics, metadata, model_config, stats, executor, labels, datatypes)
@@ -410,7 +419,10 @@ class DataPlane:
                     if written is None and not source.is_dir():
                         raise ModelNotFound(f"failed to load '{name}': no model '{name}' in {self._repo}") from None
                     raise
-                override = parse_override(config_json, name, entry.config) if config_json is not None else None
+                platform = entry.platform(entry.latest)
+                override = (
+                    parse_override(config_json, name, entry.config, platform) if config_json is not None else None
+                )
                 if override is not None:
                     entry = ModelEntry(name, entry.versions, override.config)
                 await self._load_entry(entry, source, override)
@@ -501,6 +513,21 @@ class DataPlane:
         if served is None:
             raise ModelNotFound(f"model '{name}' has no version '{version}'; available: {', '.join(versions)}")
         return served
+
+    def record_process_phase(self, seconds: float) -> None:
+        """The cold start's first phase: process start (imports included) to the first model's load."""
+        self._process_seconds = seconds
+        self.metrics.start_phase.labels("", "process").set(seconds)
+
+    def start_phases_text(self) -> str:
+        """The cold start's phases as the ready line prints them: process start to the first load, then each
+        served model's (latest version's) phases in order."""
+        parts = [] if self._process_seconds is None else [f"process {self._process_seconds:.3f}s"]
+        for name in sorted(self._models):
+            served = self._models[name][self._latest[name]]
+            phases = " ".join(f"{phase} {seconds:.3f}s" for phase, seconds in served.model.phases.items())
+            parts.append(f"{name} [{phases}]" if phases else name)
+        return ", ".join(parts)
 
     def server_metadata(self) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
@@ -658,8 +685,11 @@ def _fingerprint(model_dir: Path) -> tuple[object, ...]:
     """What changes when a model's files do: each version's model file and faults.yaml, config.yaml, labels.txt."""
     parts: list[object] = []
     for label in repository.versions_of(model_dir):
-        stat = (model_dir / label / repository.MODEL_FILE).stat()
-        parts.append((label, stat.st_mtime_ns, stat.st_size))
+        found = repository.model_file(model_dir / label)
+        if found is None:  # removed since the listing: as gone
+            continue
+        stat = found.stat()
+        parts.append((label, found.name, stat.st_mtime_ns, stat.st_size))
         with contextlib.suppress(OSError):
             stat = (model_dir / label / repository.FAULTS_FILE).stat()
             parts.append((label, repository.FAULTS_FILE, stat.st_mtime_ns, stat.st_size))

@@ -6,6 +6,10 @@
 - ranker: an MLP 512 → 2048 → 2048 → 2048 → 1000 with seeded random weights,
   input `embedding` FP32 [-1, 512], output `scores` FP32 [-1, 1000].
 
+`--pytorch` also writes both as PyTorch models from the same weights (torch.export programs, `model.pt2`):
+`fraud-pt` (the scaler and logistic regression as torch ops, probabilities [p0, p1]) and `ranker-pt` (the seeded
+MLP), with config.yaml's inputs and outputs; skipped, saying so, when torch is not installed (docs/pytorch.md).
+
 `--canary KIND [--canary-version 2]` also writes a candidate version of fraud beside version 1, for rollouts and
 their drills (`write_canary`): good, slow, errors, wrong, incompatible (CANARIES says what each is).
 """
@@ -13,6 +17,8 @@ their drills (`write_canary`): good, slow, errors, wrong, incompatible (CANARIES
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import itertools
 import re
 import sys
@@ -54,10 +60,8 @@ CANARY_FAULTS: dict[str, dict[str, float | int]] = {
 FRAUD_WIDTH = 30
 
 
-def build_fraud() -> bytes:
-    from onnx import checker
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
+def train_fraud() -> Any:
+    """The fraud pipeline, trained on the bundled breast-cancer data (deterministic: lbfgs on fixed data)."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -66,6 +70,15 @@ def build_fraud() -> bytes:
     data = load_breast_cancer()
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     pipeline.fit(data.data.astype(np.float32), data.target)
+    return pipeline
+
+
+def build_fraud() -> bytes:
+    from onnx import checker
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    pipeline = train_fraud()
     onx = to_onnx(
         pipeline,
         initial_types=[("features", FloatTensorType([None, 30]))],
@@ -81,15 +94,22 @@ def build_fraud() -> bytes:
     return bytes(onx.SerializeToString())
 
 
+def ranker_weights(seed: int = 7) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ranker's seeded layers, (W [fan_in, fan_out], b) each: the ONNX and PyTorch rankers share them."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for fan_in, fan_out in itertools.pairwise(RANKER_LAYERS):
+        w = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        layers.append((w, np.zeros(fan_out, dtype=np.float32)))
+    return layers
+
+
 def build_ranker(seed: int = 7) -> bytes:
     from onnx import helper, numpy_helper
 
-    rng = np.random.default_rng(seed)
     nodes, initializers = [], []
     current = "embedding"
-    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(RANKER_LAYERS)):
-        w = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        b = np.zeros(fan_out, dtype=np.float32)
+    for i, (w, b) in enumerate(ranker_weights(seed)):
         initializers += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
         last = i == len(RANKER_LAYERS) - 2
         out = "scores" if last else f"h{i}"
@@ -169,6 +189,119 @@ def _rename(names: Any, old: str, new: str) -> None:
 
 EXAMPLES = {"fraud": (build_fraud, FRAUD_CONFIG), "ranker": (build_ranker, RANKER_CONFIG)}
 
+# -- the same models as PyTorch programs (`--pytorch`) -----------------------------------------------------------
+
+PYTORCH_SUFFIX = "-pt"
+PYTORCH_FILE = "model.pt2"
+TORCH_MISSING = "torch is not installed (pip install 'edgeinfer[torch]')"
+
+
+def _pytorch_config(
+    base: dict[str, Any], inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {**base, "platform": "pytorch", "device": "cpu", "inputs": inputs, "outputs": outputs}
+
+
+FRAUD_PT_CONFIG = _pytorch_config(
+    FRAUD_CONFIG,
+    [{"name": "features", "datatype": "FP32", "dims": [FRAUD_WIDTH]}],
+    [{"name": "probabilities", "datatype": "FP32", "dims": [2]}],
+)
+RANKER_PT_CONFIG = _pytorch_config(
+    RANKER_CONFIG,
+    [{"name": "embedding", "datatype": "FP32", "dims": [RANKER_LAYERS[0]]}],
+    [{"name": "scores", "datatype": "FP32", "dims": [RANKER_LAYERS[-1]]}],
+)
+
+
+def _export(module: Any, example: Any) -> bytes:
+    """A torch.export program of `module` (batch dimension dynamic), as model.pt2 bytes."""
+    import torch
+
+    program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def build_fraud_pt() -> bytes:
+    """fraud as torch ops from the same trained pipeline: (x - mean) * 1/scale (skl2onnx's Scaler), then the
+    logistic regression's sigmoid, as probabilities [p0, p1]."""
+    import torch
+
+    pipeline = train_fraud()
+    scaler, regression = pipeline[0], pipeline[-1]
+
+    class Fraud(torch.nn.Module):
+        mean: torch.Tensor
+        inv_scale: torch.Tensor
+        coef: torch.Tensor
+        intercept: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(scaler.mean_, dtype=torch.float32))
+            self.register_buffer("inv_scale", torch.tensor(1.0 / scaler.scale_, dtype=torch.float32))
+            self.register_buffer("coef", torch.tensor(regression.coef_[0], dtype=torch.float32))
+            self.register_buffer("intercept", torch.tensor(regression.intercept_[0], dtype=torch.float32))
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            scaled = (features - self.mean) * self.inv_scale
+            p1 = torch.sigmoid(scaled @ self.coef + self.intercept)
+            return torch.stack([1.0 - p1, p1], dim=1)
+
+    return _export(Fraud(), torch.zeros(2, FRAUD_WIDTH))
+
+
+def build_ranker_pt(seed: int = 7) -> bytes:
+    """ranker as torch ops with the ONNX ranker's seeded weights: (x @ W + b), ReLU between the layers."""
+    import torch
+
+    class Ranker(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for i, (w, b) in enumerate(ranker_weights(seed)):
+                self.register_buffer(f"w{i}", torch.from_numpy(w))
+                self.register_buffer(f"b{i}", torch.from_numpy(b))
+            self.depth = len(RANKER_LAYERS) - 1
+
+        def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+            x = embedding
+            for i in range(self.depth):
+                x = x @ getattr(self, f"w{i}") + getattr(self, f"b{i}")
+                if i < self.depth - 1:
+                    x = torch.relu(x)
+            return x
+
+    return _export(Ranker(), torch.zeros(2, RANKER_LAYERS[0]))
+
+
+PYTORCH_EXAMPLES = {
+    f"fraud{PYTORCH_SUFFIX}": (build_fraud_pt, FRAUD_PT_CONFIG),
+    f"ranker{PYTORCH_SUFFIX}": (build_ranker_pt, RANKER_PT_CONFIG),
+}
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def write_pytorch_examples(root: Path, force: bool = False, only: tuple[str, ...] | None = None) -> list[Path]:
+    """Write fraud-pt and ranker-pt (version 1, model.pt2) and their config.yaml; return the files written.
+    Needs torch (check torch_installed() first)."""
+    written = []
+    for name, (build, config) in PYTORCH_EXAMPLES.items():
+        if only is not None and name not in only:
+            continue
+        model_file = root / name / "1" / PYTORCH_FILE
+        if model_file.exists() and not force:
+            continue
+        model_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(model_file, build())
+        (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        written.append(model_file)
+    return written
+
 
 def _write_atomic(path: Path, content: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -231,6 +364,12 @@ def write_canary(root: Path, kind: str, version: str = "2") -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="where to write the repository")
     parser.add_argument("--force", action="store_true", help="overwrite models that already exist")
+    parser.add_argument(
+        "--pytorch",
+        action="store_true",
+        help="also write fraud-pt and ranker-pt: the same models, from the same weights, as torch.export programs "
+        "(model.pt2); skipped, saying so, without torch",
+    )
     kinds = "; ".join(f"{kind}: {what}" for kind, what in CANARIES.items())
     parser.add_argument(
         "--canary",
@@ -254,6 +393,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"edgeinfer examples: {exc}", file=sys.stderr)
             return 1
     written = write_examples(root, force=args.force)
+    if args.pytorch:
+        if torch_installed():
+            written += write_pytorch_examples(root, force=args.force)
+        else:
+            print(f"edgeinfer examples: skipped {', '.join(PYTORCH_EXAMPLES)}: {TORCH_MISSING}", file=sys.stderr)
     for path in written:
         print(f"wrote {path}")
     if not written and args.canary is None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from edgeinfer.functions.config import ModelConfig
-from edgeinfer.functions.repository import ModelEntry
+from edgeinfer.functions.config import ModelConfig, Platform, load_config, platform_of
+from edgeinfer.functions.repository import CONFIG_FILE, ModelEntry
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.tensors import TensorSpec
 
 PLATFORM = "onnxruntime_onnx"
+# Triton's platform names, by runtime (Triton's PyTorch backend reports pytorch_libtorch).
+PLATFORMS: dict[Platform, str] = {"onnxruntime": PLATFORM, "pytorch": "pytorch_libtorch"}
 
 # onnx.TensorProto element types.
 _ONNX_ELEMENT_TYPES = {
@@ -43,12 +45,15 @@ def build_metadata(
     *,
     provider: str = "",
     inline: bool = False,
+    platform: Platform | None = None,
 ) -> pb.ModelMetadataResponse:
+    """`platform`: the runtime serving the version (None: config.yaml's, else onnxruntime)."""
+    platform = platform or config.platform or "onnxruntime"
     joins = config.max_batch_size > 0 and config.dynamic_batching.enabled
     metadata = pb.ModelMetadataResponse(
         name=name,
         versions=list(versions),
-        platform=PLATFORM,
+        platform=PLATFORMS[platform],
         inputs=[s.to_proto() for s in inputs],
         outputs=[s.to_proto() for s in outputs],
     )
@@ -61,6 +66,9 @@ def build_metadata(
     }
     if provider:
         properties["execution_provider"] = provider
+    if platform == "pytorch":
+        properties["device"] = config.device
+        properties["cuda_graphs"] = str(config.cuda_graphs).lower()
     for key, value in properties.items():
         metadata.properties[key].string_param = value
     metadata.properties["cache_ttl_seconds"].double_param = config.cache.ttl_seconds
@@ -80,8 +88,22 @@ def _specs(values: Iterable[object]) -> list[TensorSpec]:
     return specs
 
 
-def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The inputs (initializers left out) and outputs of an ONNX file, read without ONNX Runtime."""
+def declared_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """A PyTorch model's inputs and outputs as config.yaml declares them, with the batch dimension (-1) first
+    when max_batch_size > 0."""
+    batch = (-1,) if config.max_batch_size > 0 else ()
+    return (
+        [TensorSpec(t.name, t.datatype, (*batch, *t.dims)) for t in config.inputs],
+        [TensorSpec(t.name, t.datatype, (*batch, *t.dims)) for t in config.outputs],
+    )
+
+
+def graph_specs(path: Path, config: ModelConfig | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs (initializers left out) and outputs of an ONNX file, read without ONNX Runtime; of a PyTorch
+    model file (model.pt2, model.pt), those its config.yaml declares (`config`, else read from the model's
+    directory), read without torch."""
+    if (config.resolved_platform(path) if config is not None else platform_of(path)) == "pytorch":
+        return declared_specs(config if config is not None else load_config(path.parent.parent / CONFIG_FILE))
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -90,6 +112,9 @@ def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def metadata_from_files(entry: ModelEntry) -> pb.ModelMetadataResponse:
-    """Metadata of the latest version read from the ONNX graph and config.yaml, without ONNX Runtime."""
-    inputs, outputs = graph_specs(entry.versions[entry.latest])
-    return build_metadata(entry.name, entry.versions, inputs, outputs, entry.config)
+    """Metadata of the latest version read from the ONNX graph (or, for PyTorch, config.yaml) and config.yaml,
+    without ONNX Runtime or torch."""
+    inputs, outputs = graph_specs(entry.versions[entry.latest], entry.config)
+    return build_metadata(
+        entry.name, entry.versions, inputs, outputs, entry.config, platform=entry.platform(entry.latest)
+    )

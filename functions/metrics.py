@@ -19,6 +19,10 @@ FUNCTION_COMPUTE_SECONDS = "edgeinfer_function_compute_seconds"
 FUNCTION_BATCH_SIZE = "edgeinfer_function_batch_size"
 FUNCTION_COLD_START_SECONDS = "edgeinfer_function_cold_start_seconds"
 FUNCTION_MODEL_LOAD_SECONDS = "edgeinfer_function_model_load_seconds"
+# The cold start by phase (gauge, seconds): model "" phase "process" (process start, imports included, to the first
+# load) and "ready" (process start to ready); per model (its latest version) its runtime's phases: torch_import,
+# cuda_context, load, capture (CUDA graphs), warmup.
+FUNCTION_START_PHASE_SECONDS = "edgeinfer_function_start_phase_seconds"
 FUNCTION_READY = "edgeinfer_function_ready"
 
 _LATENCY_BUCKETS = (
@@ -58,7 +62,7 @@ class FunctionMetrics:
         )
         self.queue = FastHistogram(FUNCTION_QUEUE_SECONDS, "Time waiting for a batch", ["model"], r, _LATENCY_BUCKETS)
         self.compute = FastHistogram(
-            FUNCTION_COMPUTE_SECONDS, "ONNX Runtime time per batch", ["model"], r, _LATENCY_BUCKETS
+            FUNCTION_COMPUTE_SECONDS, "Model run time per batch (ONNX Runtime, PyTorch)", ["model"], r, _LATENCY_BUCKETS
         )
         self.batch_size = FastHistogram(FUNCTION_BATCH_SIZE, "Rows per executed batch", ["model"], r, _BATCH_BUCKETS)
         self.cold_start = Histogram(
@@ -68,6 +72,13 @@ class FunctionMetrics:
             registry=r,
         )
         self.model_load = Gauge(FUNCTION_MODEL_LOAD_SECONDS, "Load plus warm-up time per model", ["model"], registry=r)
+        self.start_phase = Gauge(
+            FUNCTION_START_PHASE_SECONDS,
+            "Cold start by phase: process (start to first load), ready (start to ready), and each model's own "
+            "(torch_import, cuda_context, load, capture, warmup)",
+            ["model", "phase"],
+            registry=r,
+        )
         self.ready = Gauge(FUNCTION_READY, "1 once every model is warm", registry=r)
 
     def for_model(self, model: str) -> ModelMetrics:

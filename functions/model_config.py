@@ -16,14 +16,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edgeinfer.functions.config import ModelConfig
-from edgeinfer.functions.metadata import PLATFORM, graph_specs
-from edgeinfer.functions.repository import MODEL_FILE, ModelEntry
+from edgeinfer.functions.config import ModelConfig, Platform
+from edgeinfer.functions.metadata import PLATFORMS, graph_specs
+from edgeinfer.functions.repository import PLATFORM_FILES, ModelEntry
 from edgeinfer.protocol import open_inference_pb2 as pb
 from edgeinfer.protocol.errors import InvalidArgument
 from edgeinfer.protocol.tensors import TensorSpec
 
 BACKEND = "onnxruntime"
+# Triton's backend names, by runtime.
+BACKENDS: dict[Platform, str] = {"onnxruntime": BACKEND, "pytorch": "pytorch"}
 LABELS_FILE = "labels.txt"
 
 # Open Inference datatypes -> Triton's TYPE_*; BYTES is TYPE_STRING in a model config.
@@ -53,7 +55,9 @@ def _dims(spec: TensorSpec, batching: bool) -> list[int]:
     return [d if d >= 0 else -1 for d in shape]
 
 
-def _kind(config: ModelConfig, provider: str) -> pb.ModelInstanceGroup.Kind:
+def _kind(config: ModelConfig, provider: str, platform: Platform = "onnxruntime") -> pb.ModelInstanceGroup.Kind:
+    if platform == "pytorch":  # the device is config.yaml's, never a fallback
+        return pb.ModelInstanceGroup.KIND_GPU if config.device == "cuda" else pb.ModelInstanceGroup.KIND_CPU
     if provider:
         return pb.ModelInstanceGroup.KIND_GPU if provider in _GPU_PROVIDERS else pb.ModelInstanceGroup.KIND_CPU
     # From the files alone the host is unknown: a chain with a GPU provider runs on a GPU when there is one,
@@ -63,7 +67,9 @@ def _kind(config: ModelConfig, provider: str) -> pb.ModelInstanceGroup.Kind:
     return pb.ModelInstanceGroup.KIND_CPU
 
 
-def _uses_tensorrt(config: ModelConfig, provider: str) -> bool:
+def _uses_tensorrt(config: ModelConfig, provider: str, platform: Platform = "onnxruntime") -> bool:
+    if platform == "pytorch":
+        return False
     if provider:
         return provider == "TensorrtExecutionProvider"
     return "tensorrt" in config.execution_providers
@@ -78,18 +84,23 @@ def build_model_config(
     provider: str = "",
     labels: bool = False,
     versions: Sequence[str] = (),
+    platform: Platform | None = None,
+    model_file: str = "",
 ) -> pb.ModelConfig:
     """Triton's ModelConfig. `provider`: the ONNX Runtime provider a loaded session runs on ("" from files);
     `labels`: the model directory has labels.txt (named as each numeric output's label_filename);
-    `versions`: unused by the message (version_policy is `all`), accepted so callers can pass what they have."""
+    `versions`: unused by the message (version_policy is `all`), accepted so callers can pass what they have;
+    `platform`: the runtime (None: config.yaml's, else onnxruntime); `model_file`: the version's file name (a
+    PyTorch model's default_model_filename: model.pt2 or model.pt)."""
     del versions  # every version is served: version_policy all
+    platform = platform or config.platform or "onnxruntime"
     batching = config.max_batch_size > 0
     model = pb.ModelConfig(
         name=name,
-        platform=PLATFORM,
-        backend=BACKEND,
+        platform=PLATFORMS[platform],
+        backend=BACKENDS[platform],
         max_batch_size=config.max_batch_size,
-        default_model_filename=MODEL_FILE,
+        default_model_filename=model_file or PLATFORM_FILES[platform][0],
     )
     model.version_policy.all.SetInParent()
     for spec in inputs:
@@ -104,10 +115,18 @@ def build_model_config(
         model.dynamic_batching.max_queue_delay_microseconds = config.dynamic_batching.max_queue_delay_microseconds
         model.dynamic_batching.default_queue_policy.max_queue_size = config.dynamic_batching.max_queue_size
     model.instance_group.append(
-        pb.ModelInstanceGroup(name=name, kind=_kind(config, provider), count=config.instance_count)
+        pb.ModelInstanceGroup(name=name, kind=_kind(config, provider, platform), count=config.instance_count)
     )
     model.response_cache.enable = config.cache.enabled
-    if _uses_tensorrt(config, provider):
+    if platform == "pytorch":
+        # Triton's PyTorch backend parameter: runs under torch.inference_mode(), as edgeinfer always does.
+        model.parameters["INFERENCE_MODE"].string_value = "true"
+        if config.intra_op_threads:
+            model.parameters["INTRA_OP_THREAD_COUNT"].string_value = str(config.intra_op_threads)
+        if config.device == "cuda":  # inputs and outputs staged in pinned host memory
+            model.optimization.input_pinned_memory.enable = True
+            model.optimization.output_pinned_memory.enable = True
+    if _uses_tensorrt(config, provider, platform):
         trt = config.tensorrt
         accelerator = model.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         # The parameter names of Triton's onnxruntime backend.
@@ -125,7 +144,7 @@ def has_labels(model_dir: Path) -> bool:
 def model_config_from_files(entry: ModelEntry) -> pb.ModelConfig:
     """The ModelConfig of the latest version, from its ONNX graph and config.yaml, without ONNX Runtime."""
     path = entry.versions[entry.latest]
-    inputs, outputs = graph_specs(path)
+    inputs, outputs = graph_specs(path, entry.config)
     return build_model_config(
         entry.name,
         inputs,
@@ -133,6 +152,8 @@ def model_config_from_files(entry: ModelEntry) -> pb.ModelConfig:
         entry.config,
         labels=has_labels(path.parent.parent),
         versions=list(entry.versions),
+        platform=entry.platform(entry.latest),
+        model_file=path.name,
     )
 
 
@@ -186,6 +207,8 @@ _TOP_LEVEL = {
 }
 # ONNX Runtime backend parameters (Triton's names) we can honour, and our field for each.
 _PARAMETERS = {"intra_op_thread_count": "intra_op_threads"}
+# The PyTorch backend's (Triton's names); INFERENCE_MODE is accepted when true.
+_TORCH_PARAMETERS = {"INTRA_OP_THREAD_COUNT": "intra_op_threads"}
 
 
 def _fail(field: str, why: str) -> InvalidArgument:
@@ -223,9 +246,10 @@ def _only(block: dict[str, Any], allowed: set[str], field: str) -> None:
             raise _fail(f"{field}.{key}" if field else key, "is not supported by edgeinfer (it cannot honour it)")
 
 
-def parse_override(text: str, name: str, base: ModelConfig) -> Override:
+def parse_override(text: str, name: str, base: ModelConfig, platform: Platform = "onnxruntime") -> Override:
     """Triton's ModelConfig JSON (a load's `config` parameter) over `base` (the model's config.yaml): the
-    fields it gives replace ours; one we cannot honour is InvalidArgument naming it."""
+    fields it gives replace ours; one we cannot honour is InvalidArgument naming it. `platform`: the runtime of
+    the files being loaded (their platform and backend names are the ones accepted)."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -236,29 +260,39 @@ def parse_override(text: str, name: str, base: ModelConfig) -> Override:
     fields: dict[str, Any] = base.model_dump(by_alias=True)
     if data.get("name", name) not in ("", name):
         raise _fail("name", f"is '{data['name']}' but the model being loaded is '{name}'")
-    if data.get("platform", PLATFORM) not in ("", PLATFORM):
-        raise _fail("platform", f"must be '{PLATFORM}' (edgeinfer serves ONNX models), got '{data['platform']}'")
-    if data.get("backend", BACKEND) not in ("", BACKEND):
-        raise _fail("backend", f"must be '{BACKEND}', got '{data['backend']}'")
+    triton_platform, backend, files = PLATFORMS[platform], BACKENDS[platform], PLATFORM_FILES[platform]
+    if data.get("platform", triton_platform) not in ("", triton_platform):
+        what = "ONNX" if platform == "onnxruntime" else "PyTorch"
+        raise _fail(
+            "platform",
+            f"must be '{triton_platform}' (the files are a {what} model), got '{data['platform']}'",
+        )
+    if data.get("backend", backend) not in ("", backend):
+        raise _fail("backend", f"must be '{backend}', got '{data['backend']}'")
     if data.get("runtime", "") != "":
         raise _fail("runtime", "is not supported by edgeinfer (it cannot honour it)")
-    if data.get("default_model_filename", MODEL_FILE) not in ("", MODEL_FILE):
-        raise _fail("default_model_filename", f"must be '{MODEL_FILE}'")
+    if data.get("default_model_filename", files[0]) not in ("", *files):
+        raise _fail("default_model_filename", f"must be {' or '.join(repr(f) for f in files)}")
     if "max_batch_size" in data:
         fields["max_batch_size"] = _integer(data["max_batch_size"], "max_batch_size")
     if "dynamic_batching" in data:
         fields["dynamic_batching"] = _dynamic_batching(_mapping(data["dynamic_batching"], "dynamic_batching"))
     if "instance_group" in data:
-        _instance_group(data["instance_group"], fields)
+        _instance_group(data["instance_group"], fields, platform)
     if "response_cache" in data:
         cache = _mapping(data["response_cache"], "response_cache")
         _only(cache, {"enable"}, "response_cache")
         fields["cache"] = {**fields["cache"], "enabled": _boolean(cache.get("enable", False), "response_cache.enable")}
     if "optimization" in data:
-        _optimization(_mapping(data["optimization"], "optimization"), fields)
+        _optimization(_mapping(data["optimization"], "optimization"), fields, platform)
     if "parameters" in data:
         for key, value in _mapping(data["parameters"], "parameters").items():
-            ours = _PARAMETERS.get(key)
+            ours = (_PARAMETERS if platform == "onnxruntime" else _TORCH_PARAMETERS).get(key)
+            if platform == "pytorch" and key == "INFERENCE_MODE":
+                raw = _mapping(value, f"parameters.{key}").get("string_value", "")
+                if str(raw).lower() != "true":
+                    raise _fail(f"parameters.{key}", "must be true: edgeinfer runs every model in inference mode")
+                continue
             if ours is None:
                 raise _fail(f"parameters.{key}", "is not supported by edgeinfer (it cannot honour it)")
             raw = _mapping(value, f"parameters.{key}").get("string_value", "")
@@ -312,7 +346,7 @@ def _dynamic_batching(block: dict[str, Any]) -> dict[str, Any]:
 _KINDS = {"KIND_AUTO": 0, "KIND_GPU": 1, "KIND_CPU": 2}
 
 
-def _instance_group(value: object, fields: dict[str, Any]) -> None:
+def _instance_group(value: object, fields: dict[str, Any], platform: Platform = "onnxruntime") -> None:
     if not isinstance(value, list):
         raise _fail("instance_group", "must be a list")
     if len(value) > 1:
@@ -330,6 +364,13 @@ def _instance_group(value: object, fields: dict[str, Any]) -> None:
     number = _KINDS.get(kind) if isinstance(kind, str) else kind
     if number not in _KINDS.values() or isinstance(number, bool):
         raise _fail("instance_group[0].kind", f"must be KIND_AUTO, KIND_GPU or KIND_CPU, got {kind!r}")
+    if platform == "pytorch":
+        # A PyTorch model's device is explicit: KIND_CPU is cpu, KIND_GPU is cuda, KIND_AUTO keeps config.yaml's.
+        if number == _KINDS["KIND_CPU"]:
+            fields.update(device="cpu", cuda_graphs=False, cuda_graph_batch_sizes=())
+        elif number == _KINDS["KIND_GPU"]:
+            fields["device"] = "cuda"
+        return
     if number == _KINDS["KIND_CPU"]:
         fields["execution_providers"] = ("cpu",)
     elif number == _KINDS["KIND_GPU"]:
@@ -337,7 +378,17 @@ def _instance_group(value: object, fields: dict[str, Any]) -> None:
         fields["execution_providers"] = (*(gpu or ("cuda",)), "cpu")
 
 
-def _optimization(block: dict[str, Any], fields: dict[str, Any]) -> None:
+def _optimization(block: dict[str, Any], fields: dict[str, Any], platform: Platform = "onnxruntime") -> None:
+    if platform == "pytorch":
+        # What a PyTorch model's config answers with: pinned host memory is how a CUDA model is fed, so a config
+        # written back may keep it on; it cannot be turned off.
+        _only(block, {"input_pinned_memory", "output_pinned_memory"}, "optimization")
+        for key, pinned in block.items():
+            enable = _mapping(pinned, f"optimization.{key}")
+            _only(enable, {"enable"}, f"optimization.{key}")
+            if not _boolean(enable.get("enable", True), f"optimization.{key}.enable"):
+                raise _fail(f"optimization.{key}.enable", "cannot be false: a CUDA model is fed through pinned memory")
+        return
     _only(block, {"execution_accelerators"}, "optimization")
     field = "optimization.execution_accelerators"
     accelerators = _mapping(block.get("execution_accelerators", {}), field)

@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions: provider choice (TensorRT → CUDA → CPU), metadata, warm-up."""
+"""ONNX Runtime sessions: provider choice (TensorRT → CUDA → CPU), metadata, warm-up; and `load_model`, which
+picks the runtime of a version's file (PyTorch: functions/torch_runtime.py, imported only for such a model)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer.functions.config import ModelConfig
+from edgeinfer.functions.config import ModelConfig, Platform
 from edgeinfer.protocol.datatypes import NUMPY_DTYPES, ONNX_TO_DATATYPE
 from edgeinfer.protocol.tensors import Array, TensorSpec
 
@@ -29,6 +30,65 @@ ORT_PROVIDER = {
 
 class ModelLoadError(RuntimeError):
     pass
+
+
+class Servable(Protocol):
+    """What the data plane needs of a loaded model version, whatever runs it."""
+
+    name: str
+    version: str
+    path: Path
+    config: ModelConfig
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    # Where it runs, as the metadata's execution_provider says it (an ONNX Runtime provider; PyTorch: cpu, cuda:0).
+    provider: str
+    platform: Platform
+    # Seconds of each start phase this model went through (load, warmup; PyTorch adds torch_import, cuda_context,
+    # capture), in order: the cold start's breakdown.
+    phases: dict[str, float]
+
+    @property
+    def output_names(self) -> list[str]: ...
+
+    def run(self, inputs: Mapping[str, Array]) -> list[Array]: ...
+
+    def compute_microseconds(self, batch_size: int, runs: int = 20) -> float: ...
+
+    def warm_up(self) -> None: ...
+
+
+def load_model(name: str, version: str, path: Path, config: ModelConfig) -> Servable:
+    """Load one version with the runtime its file (or config.yaml's platform) calls for."""
+    if config.resolved_platform(path) == "pytorch":
+        from edgeinfer.functions.torch_runtime import TorchModel
+
+        return TorchModel.load(name, version, path, config)
+    return OnnxModel.load(name, version, path, config)
+
+
+def example_inputs(specs: Mapping[str, TensorSpec], batch_size: int) -> dict[str, Array]:
+    """Zero-filled inputs for warm-up, with free dimensions set to batch_size (the first) or 1."""
+    example: dict[str, Array] = {}
+    for spec in specs.values():
+        shape = [batch_size if i == 0 and d < 0 else (d if d >= 0 else 1) for i, d in enumerate(spec.shape)]
+        if spec.datatype == "BYTES":
+            example[spec.name] = np.full(shape, "", dtype=np.object_)
+        else:
+            example[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
+    return example
+
+
+def time_runs(model: Servable, batch_size: int, runs: int = 20) -> float:
+    """The 90th percentile time of one run of `model` at `batch_size`, in microseconds."""
+    example = example_inputs(model.inputs, batch_size)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.run(example)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return times[int(len(times) * 0.9)] * 1e6
 
 
 def trt_profiles(path: Path, max_batch_size: int) -> dict[str, str]:
@@ -154,9 +214,12 @@ class OnnxModel:
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     provider: str
+    platform: Platform = "onnxruntime"
+    phases: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, name: str, version: str, path: Path, config: ModelConfig) -> OnnxModel:
+        started = time.perf_counter()
         chain = provider_chain(config, path)
         if any(p == ORT_PROVIDER["tensorrt"] for p, _ in chain):
             chain = _usable_engine_cache(chain, config.tensorrt.engine_cache_dir, name)
@@ -176,7 +239,9 @@ class OnnxModel:
         inputs = {n.name: _spec(n, batching, name) for n in session.get_inputs()}
         outputs = {n.name: _spec(n, batching, name) for n in session.get_outputs()}
         provider = session.get_providers()[0]
-        return cls(name, version, path, config, session, inputs, outputs, provider)
+        model = cls(name, version, path, config, session, inputs, outputs, provider)
+        model.phases["load"] = time.perf_counter() - started
+        return model
 
     @property
     def output_names(self) -> list[str]:
@@ -189,29 +254,17 @@ class OnnxModel:
 
     def example_inputs(self, batch_size: int) -> dict[str, Array]:
         """Zero-filled inputs for warm-up, with free dimensions set to batch_size (or 1)."""
-        example: dict[str, Array] = {}
-        for spec in self.inputs.values():
-            shape = [batch_size if i == 0 and d < 0 else (d if d >= 0 else 1) for i, d in enumerate(spec.shape)]
-            if spec.datatype == "BYTES":
-                example[spec.name] = np.full(shape, "", dtype=np.object_)
-            else:
-                example[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
-        return example
+        return example_inputs(self.inputs, batch_size)
 
     def compute_microseconds(self, batch_size: int, runs: int = 20) -> float:
         """The 90th percentile time of one run at `batch_size`, in microseconds."""
-        example = self.example_inputs(batch_size)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            self.run(example)
-            times.append(time.perf_counter() - started)
-        times.sort()
-        return times[int(len(times) * 0.9)] * 1e6
+        return time_runs(self, batch_size, runs)
 
     def warm_up(self) -> None:
         if not self.config.warmup.enabled:
             return
+        started = time.perf_counter()
         sizes = self.config.warmup.batch_sizes if self.config.max_batch_size > 0 else (1,)
         for size in sizes:
             self.run(self.example_inputs(min(size, self.config.max_batch_size or 1)))
+        self.phases["warmup"] = time.perf_counter() - started

@@ -42,7 +42,12 @@ def _env_int(name: str, default: int | None) -> int | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-repo", required=True, type=Path, help="DIR laid out DIR/<model>/<version>/model.onnx")
+    parser.add_argument(
+        "--model-repo",
+        required=True,
+        type=Path,
+        help="DIR laid out DIR/<model>/<version>/model.onnx (or model.pt2, model.pt: PyTorch, docs/pytorch.md)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--port",
@@ -233,6 +238,7 @@ class FunctionServer:
         await grpc_front.start()
         stack.push_async_callback(self._drain, grpc_front)
         log.info("listening on %s:%d", settings.host, grpc_front.port)
+        dataplane.record_process_phase(process_age_seconds())
         await dataplane.load()
         # Everything loaded so far lives as long as the process: out of the collector's sight, a full collection
         # costs a few milliseconds instead of ~50 ms of a stalled event loop.
@@ -240,11 +246,13 @@ class FunctionServer:
         await grpc_front.set_serving(True)
         cold_start = process_age_seconds()
         dataplane.metrics.cold_start.observe(cold_start)
+        dataplane.metrics.start_phase.labels("", "ready").set(cold_start)
         log.info(
-            "ready: cold start %.3f s (process start to ready), serving %s (model control %s)",
+            "ready: cold start %.3f s (process start to ready), serving %s (model control %s); phases: %s",
             cold_start,
             ", ".join(dataplane.models) or "no model yet",
             settings.model_control_mode,
+            dataplane.start_phases_text(),
         )
         print(
             f"edgeinfer function ready on {settings.host}:{grpc_front.port} cold_start_s={cold_start:.3f}", flush=True

@@ -603,10 +603,22 @@ class LocalBackend:
         self._configs[(model, "")] = pb.ModelConfigResponse(config=model_config_from_files(entry))
         labels = has_labels(self._repo / model)
         for version, path in entry.versions.items():
-            inputs, outputs = graph_specs(path)
-            # As a function answers for one version: that version only, with its own inputs and outputs.
-            self._metadata[(model, version)] = build_metadata(model, [version], inputs, outputs, entry.config)
-            config = build_model_config(model, inputs, outputs, entry.config, labels=labels, versions=[version])
+            inputs, outputs = graph_specs(path, entry.config)
+            platform = entry.platform(version)
+            # As a function answers for one version: that version only, with its own inputs, outputs and runtime.
+            self._metadata[(model, version)] = build_metadata(
+                model, [version], inputs, outputs, entry.config, platform=platform
+            )
+            config = build_model_config(
+                model,
+                inputs,
+                outputs,
+                entry.config,
+                labels=labels,
+                versions=[version],
+                platform=platform,
+                model_file=path.name,
+            )
             self._configs[(model, version)] = pb.ModelConfigResponse(config=config)
 
     def _view(self, entry: ModelEntry, version: str) -> Path:

@@ -227,3 +227,22 @@ def test_admin_client_paths_escape_names() -> None:
     with pytest.raises(AdminError) as refused:
         client.drain("a/b", "1")
     assert "/v1/pools/a%2Fb/1/drain" in str(refused.value)
+
+
+def test_a_pytorch_versions_metadata_and_config_name_its_runtime(tmp_path: Path) -> None:
+    """Read from the files, as the pool answers without waking a function: a PyTorch version says so."""
+    pytest.importorskip("torch")
+    from edgeinfer.functions import repository
+    from edgeinfer.functions.examples import write_pytorch_examples
+    from edgeinfer.gateway.backends.local import LocalBackend
+    from edgeinfer.gateway.metrics import GatewayMetrics
+
+    repo = tmp_path / "models"
+    write_pytorch_examples(repo, only=("fraud-pt",))
+    backend = LocalBackend(repo, region="r", state_dir=tmp_path / "state", metrics=GatewayMetrics("r"))
+    (entry,) = repository.scan(repo)
+    backend._read_files(entry)
+    for version in ("", "1"):
+        assert backend._metadata[(entry.name, version)].platform == "pytorch_libtorch"
+        config = backend._configs[(entry.name, version)].config
+        assert config.platform == "pytorch_libtorch" and config.backend == "pytorch"
