@@ -26,7 +26,6 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgeinfer.gateway.admin_client import AdminClient, AdminError
@@ -38,7 +37,7 @@ from edgeinfer.rollout.controller import RolloutConfig
 from edgeinfer.rollout.errors import RolloutError
 from edgeinfer.rollout.runner import RolloutOptions, run_rollout
 from edgeinfer.stack import drill_cli as region_drill
-from edgeinfer.stack.local import LocalStack, UpError
+from edgeinfer.stack.local import LocalStack
 from edgeinfer.stack.procfs import set_child_subreaper, wide_console_width
 
 # Scenario → the kind of candidate `edgeinfer examples --canary` writes.
@@ -276,19 +275,7 @@ def run_canary(args: argparse.Namespace) -> int:
     admin = AdminClient(target.endpoints.admin)
     command = "edgeinfer drill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     try:
-        try:
-            stack.preflight()
-            stack.prepare_models()
-            with Progress(
-                SpinnerColumn(finished_text="[green]✓[/]"),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                auto_refresh=False,
-            ) as progress:
-                stack.start(progress)
-        except UpError as exc:
-            console.print(f"edgeinfer drill: {exc}")
+        if not region_drill.start_stack(stack, console):
             return 1
         with console.status(f"both versions of {MODEL} warm; unversioned traffic pinned on version {BASELINE}"):
             admin.update_pool(MODEL, {"min-scale": 1})

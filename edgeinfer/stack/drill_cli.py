@@ -122,6 +122,25 @@ def _single_model_repo(source: Path, model: str, into: Path) -> Path:
     return view
 
 
+def start_stack(stack: LocalStack, console: Console) -> bool:
+    """Preflight, the models, then every child ready, with progress; False (the reason printed) if it cannot."""
+    try:
+        stack.preflight()
+        stack.prepare_models()
+        with Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+        ) as progress:
+            stack.start(progress)
+    except UpError as exc:
+        console.print(f"edgeinfer drill: {exc}")
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from edgeinfer.functions.examples import write_examples
     from edgeinfer.functions.repository import RepositoryError, scan
@@ -236,19 +255,7 @@ def run(args: argparse.Namespace) -> int:
     command = "edgeinfer drill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     code = 0
     try:
-        try:
-            stack.preflight()
-            stack.prepare_models()
-            with Progress(
-                SpinnerColumn(finished_text="[green]✓[/]"),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                auto_refresh=False,
-            ) as progress:
-                stack.start(progress)
-        except UpError as exc:
-            console.print(f"edgeinfer drill: {exc}")
+        if not start_stack(stack, console):
             return 1
         with console.status(f"warm standby: min-scale {args.standby_min_scale} for {args.model} in every region"):
             for other in stack.regions:

@@ -99,9 +99,7 @@ def signal_process(pid: int, sig: int, started: int | None = None) -> None:
             os.kill(pid, sig)
 
 
-def terminate_all(
-    processes: dict[int, int], grace: float, owned: Iterable[int] = (), reap: bool = True
-) -> list[int]:
+def terminate_all(processes: dict[int, int], grace: float, owned: Iterable[int] = (), reap: bool = True) -> list[int]:
     """SIGTERM each (pid, start time), wait up to `grace` seconds, SIGKILL the rest; return those still there.
     `reap`: collect exited children of this process meanwhile (not `owned`: their Popen waits for them)."""
     owned = set(owned)
