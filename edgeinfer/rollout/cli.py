@@ -151,6 +151,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", choices=("local", "knative"), default="local", help="where versions run (default: local)"
     )
+    parser.add_argument(
+        "--namespace", default=None, help="with --backend knative: the Services' namespace (default: default)"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="with --backend knative: kubeconfig file (default: $KUBECONFIG, ~/.kube/config)",
+    )
     parser.add_argument("--prometheus", type=_url, metavar="URL", help="judge with PromQL on this Prometheus")
     parser.add_argument("--report", type=Path, metavar="FILE", help="JSON report; the PNG goes beside it")
     parser.add_argument("--topology", type=Path, help="topology file (default: the default topology of `edgeinfer up`)")
@@ -212,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         region=args.region,
         all_regions=args.all_regions,
         backend=args.backend,
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
         prometheus=args.prometheus,
         report=args.report,
         topology=topology,

@@ -57,6 +57,8 @@ class RolloutOptions:
     region: str | None = None
     all_regions: bool = False
     backend: str = "local"
+    namespace: str | None = None  # --backend knative: the Services' namespace (None: Knative's default)
+    kubeconfig: str | None = None  # --backend knative: None reads $KUBECONFIG, then ~/.kube/config
     prometheus: str | None = None
     report: Path | None = None
     topology: Topology | None = None  # None: the default topology (`edgeinfer up`'s)
@@ -131,7 +133,14 @@ class _NoMetadata:
         )
 
 
-def env_for(target: Target, model: str, backend: str, prometheus: str | None) -> RegionEnv:
+def env_for(
+    target: Target,
+    model: str,
+    backend: str,
+    prometheus: str | None,
+    namespace: str | None = None,
+    kubeconfig: str | None = None,
+) -> RegionEnv:
     admin = AdminClient(target.admin)
 
     def policy() -> dict[str, Any]:
@@ -139,7 +148,8 @@ def env_for(target: Target, model: str, backend: str, prometheus: str | None) ->
 
     def make_backend(plan: Plan) -> TrafficBackend:
         if backend == "knative":
-            return KnativeTraffic(admin, plan, knative_service_traffic(target.region, model))
+            service = knative_service_traffic(target.region, model, namespace=namespace, kubeconfig=kubeconfig)
+            return KnativeTraffic(admin, plan, service)
         return LocalTraffic(admin, plan)
 
     def make_source(baseline: str, candidate: str) -> MetricsSource:
@@ -158,6 +168,10 @@ def env_for(target: Target, model: str, backend: str, prometheus: str | None) ->
     return RegionEnv(target.name, policy, metadata, make_backend, make_source, check_source)
 
 
+def _env(target: Target, options: RolloutOptions) -> RegionEnv:
+    return env_for(target, options.model, options.backend, options.prometheus, options.namespace, options.kubeconfig)
+
+
 def run_rollout(
     options: RolloutOptions,
     *,
@@ -172,7 +186,7 @@ def run_rollout(
     console = console or Console(highlight=False)
     if envs is None:
         chosen = targets(options.topology, options.region, options.all_regions, options.admin, options.grpc)
-        envs = [env_for(t, options.model, options.backend, options.prometheus) for t in chosen]
+        envs = [_env(t, options) for t in chosen]
     clock = clock or SystemClock()
     config = options.config
     report = RolloutReport(
@@ -207,7 +221,7 @@ def run_rollout(
 def region_envs(options: RolloutOptions) -> list[RegionEnv]:
     """The regions of status, abort and promote: --region, else every region of the topology."""
     chosen = targets(options.topology, options.region, options.region is None, options.admin, options.grpc)
-    return [env_for(t, options.model, options.backend, options.prometheus) for t in chosen]
+    return [_env(t, options) for t in chosen]
 
 
 def run_status(options: RolloutOptions, console: Console, envs: list[RegionEnv] | None = None) -> list[RegionStatus]:

@@ -186,3 +186,22 @@ def test_a_bad_rollout_end_to_end_exits_1_naming_the_check(
     assert data["outcome"] == "rolled_back" and data["failed_check"]["name"] == "error rate"
     assert data["rollback"]["seconds"] is not None and data["rollback"]["seconds"] < 2.0
     assert gateway.policy["weights"] == {"1": 100}
+
+
+def test_knative_namespace_and_kubeconfig_reach_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeinfer.rollout import runner
+    from edgeinfer.rollout.backends import Plan
+
+    asked: list[tuple[str, dict[str, object]]] = []
+
+    def service_traffic(region: object, model: str, **kwargs: object) -> object:
+        asked.append((model, kwargs))
+        return object()
+
+    monkeypatch.setattr(runner, "knative_service_traffic", service_traffic)
+    options = runner.RolloutOptions(
+        model="fraud", candidate="2", backend="knative", namespace="ml", kubeconfig="/k/config"
+    )
+    target = runner.Target("us-east", "127.0.0.1:1", None, None)
+    runner._env(target, options).backend(Plan("fraud", "1", "2", 10.0))
+    assert asked == [("fraud", {"namespace": "ml", "kubeconfig": "/k/config"})]
