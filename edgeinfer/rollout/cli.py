@@ -4,6 +4,7 @@
         [--max-p99-ms 100] [--max-error-rate 0.01] [--min-requests 50] [--shadow-percent 5] [--max-disagreement 0.01]
         [--backend local|knative] [--prometheus URL] [--report FILE]
     edgeinfer rollout status|abort|promote MODEL [--region R]
+    edgeinfer rollout pin MODEL --to VERSION [--region R]
 
 Exit 0: promoted (status: answered; abort/promote: done). 1: rolled back, aborted, or refused (the message on
 stderr; a refusal changes nothing). 2: usage.
@@ -28,7 +29,7 @@ from edgeinfer.rollout.analysis import Thresholds
 from edgeinfer.rollout.controller import RolloutConfig
 from edgeinfer.rollout.errors import RolloutError
 
-ACTIONS = ("status", "abort", "promote")
+ACTIONS = ("status", "abort", "promote", "pin")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _VERSION = re.compile(r"^[1-9][0-9]*$")
@@ -109,10 +110,11 @@ def _url(text: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = (
         "edgeinfer rollout MODEL --to VERSION [--region R | --all-regions] [options]\n"
-        "       edgeinfer rollout status|abort|promote MODEL [--region R]"
+        "       edgeinfer rollout status|abort|promote MODEL [--region R]\n"
+        "       edgeinfer rollout pin MODEL --to VERSION [--region R]"
     )
     parser.set_defaults(parser=parser)
-    parser.add_argument("words", nargs="+", metavar="MODEL", help="MODEL, or status|abort|promote MODEL")
+    parser.add_argument("words", nargs="+", metavar="MODEL", help="MODEL, or status|abort|promote|pin MODEL")
     parser.add_argument("--to", type=version, metavar="VERSION", help="the candidate version (a rollout needs it)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--region", help="one region (default: the topology's first; status/abort/promote: all)")
@@ -180,7 +182,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeinfer.rollout.runner import RolloutOptions, run_action, run_rollout, run_status
+    from edgeinfer.rollout.runner import RolloutOptions, run_action, run_pin, run_rollout, run_status
 
     parser: argparse.ArgumentParser | None = getattr(args, "parser", None)
     words: list[str] = args.words
@@ -189,10 +191,12 @@ def run(args: argparse.Namespace) -> int:
     elif len(words) == 1:
         action, model = "rollout", words[0]
     else:
-        return _usage(parser, f"expected MODEL or status|abort|promote MODEL, got {' '.join(words)!r}")
+        return _usage(parser, f"expected MODEL or status|abort|promote|pin MODEL, got {' '.join(words)!r}")
     if action == "rollout" and args.to is None:
         return _usage(parser, "--to VERSION is required (e.g. edgeinfer rollout fraud --to 2)")
-    if action != "rollout" and args.to is not None:
+    if action == "pin" and args.to is None:
+        return _usage(parser, "pin needs --to VERSION: the version every unversioned request goes to")
+    if action not in ("rollout", "pin") and args.to is not None:
         return _usage(parser, f"{action} takes no --to")
     if action != "rollout" and args.all_regions:
         return _usage(parser, f"{action} acts on every region unless --region names one; drop --all-regions")
@@ -234,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
         if action == "status":
             found = run_status(options, console)
             return 0 if any(item.error is None for item in found) else 1
+        if action == "pin":
+            pinned = run_pin(options, console)
+            return 0 if all(ok for _, ok in pinned) else 1
         if action in ("abort", "promote"):
             outcomes = run_action(action, options, console)
             return 0 if all(o.state in ("aborted", "promoted") for o in outcomes) else 1

@@ -247,3 +247,35 @@ def run_action(
 
 def stderr_console() -> Console:
     return Console(file=sys.stderr, highlight=False)
+
+
+def run_pin(options: RolloutOptions, console: Console) -> list[tuple[str, bool]]:
+    """Every unversioned request of the model to `options.candidate`, in every region (or --region), with no
+    lease: what an operator sets before adding a new version, so that it takes no traffic until a rollout moves
+    it. Refused in a region where a rollout is running. Returns (region, pinned) per region."""
+    from edgeinfer.rollout.backends import BackendError, Conflict
+    from edgeinfer.rollout.record import lock_of
+
+    chosen = targets(options.topology, options.region, options.region is None, options.admin, options.grpc)
+    done = []
+    for target in chosen:
+        policy = GatewayPolicy(AdminClient(target.admin), options.model)
+        try:
+            current = policy.get()
+            lock = lock_of(current, SystemClock().wall())
+            if lock.record is not None:
+                console.print(f"{target.name}: refused: {lock.why}; abort it first", markup=False, soft_wrap=True)
+                done.append((target.name, False))
+                continue
+            policy.put({"weights": {options.candidate: 100}}, int(current.get("generation", 0)))
+        except (BackendError, Conflict) as exc:
+            console.print(f"{target.name}: not pinned: {exc}", markup=False, soft_wrap=True)
+            done.append((target.name, False))
+            continue
+        console.print(
+            f"{target.name}: every unversioned request of {options.model} goes to version {options.candidate}",
+            markup=False,
+            soft_wrap=True,
+        )
+        done.append((target.name, True))
+    return done

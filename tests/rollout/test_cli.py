@@ -54,7 +54,7 @@ def test_steps() -> None:
         (["rollout", "fraud", "--to", "2", "--backend", "k8s"], "invalid choice"),
         (["rollout", "status", "fraud", "--to", "2"], "status takes no --to"),
         (["rollout", "abort", "fraud", "--all-regions"], "drop --all-regions"),
-        (["rollout", "abort", "fraud", "extra"], "expected MODEL or status|abort|promote MODEL"),
+        (["rollout", "abort", "fraud", "extra"], "expected MODEL or status|abort|promote|pin MODEL"),
         (["rollout", "fraud", "--to", "2", "--grpc", "127.0.0.1:1"], "--grpc goes with --admin"),
         (["rollout", "fraud", "--to", "2", "--prometheus", "localhost:9090"], "is not an http:// URL"),
     ],
@@ -205,3 +205,31 @@ def test_knative_namespace_and_kubeconfig_reach_the_service(monkeypatch: pytest.
     target = runner.Target("us-east", "127.0.0.1:1", None, None)
     runner._env(target, options).backend(Plan("fraud", "1", "2", 10.0))
     assert asked == [("fraud", {"namespace": "ml", "kubeconfig": "/k/config"})]
+
+
+def test_pin_sends_every_unversioned_request_to_one_version_unless_a_rollout_runs(
+    served: tuple[FakeGateway, FakeAdminServer, FakeMetadataServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway, admin, _ = served
+    direct = ["--admin", admin.address]
+    with pytest.raises(SystemExit) as usage:  # pin needs --to
+        main(["rollout", "pin", "fraud", *direct])
+    assert usage.value.code == 2
+    assert "pin needs --to VERSION" in capsys.readouterr().err
+    assert main(["rollout", "pin", "fraud", "--to", "1", *direct]) == 0
+    assert "us-east: every unversioned request of fraud goes to version 1" in capsys.readouterr().out
+    assert gateway.policy["weights"] == {"1": 100} and gateway.policy["lease_seconds"] is None
+    record = new_record(
+        model="fraud",
+        region="us-east",
+        baseline="1",
+        candidate="2",
+        steps=[10, 100],
+        config={},
+        owner={"host": "elsewhere", "pid": 1, "started": 1},
+    )
+    gateway.set_traffic("fraud", {"weights": {"1": 90, "2": 10}, "lease_seconds": 60.0, "rollout": record})
+    writes = len(gateway.writes)
+    assert main(["rollout", "pin", "fraud", "--to", "2", *direct]) == 1
+    assert "refused: a rollout of fraud from version 1 to 2" in capsys.readouterr().out
+    assert len(gateway.writes) == writes and gateway.policy["weights"] == {"1": 90, "2": 10}
