@@ -87,6 +87,9 @@ class GroupAdminFront(HttpFront):
         self._forward_headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         self._session: aiohttp.ClientSession | None = None
         self.started = False  # set by the group once every worker has served
+        # One change at a time reaches the workers: two writers' PUTs then arrive at every worker in the same
+        # order, so each worker's generation check gives the same answer and they never hold different policies.
+        self._changes = asyncio.Lock()
         self.draining = False
         super().__init__(web.Application(middlewares=[json_errors(), *middlewares]), host, port, tls)
         router = self.app.router
@@ -195,7 +198,8 @@ class GroupAdminFront(HttpFront):
 
     async def fan_out(self, request: web.Request) -> web.Response:
         body = await request.read() if request.can_read_body else None
-        replies = await self._ask_all(request.method, request.path_qs, body)
+        async with self._changes:
+            replies = await self._ask_all(request.method, request.path_qs, body)
         problem = next((r for r in replies if not r.ok), None)
         if problem is None:
             return _passed_on(replies[0])

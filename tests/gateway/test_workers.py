@@ -144,6 +144,35 @@ def test_admin_health_readiness_and_rest(group: dict[str, str]) -> None:
         assert get(f"http://{worker['admin']}/v1/fault")[1]["delay_ms"] == 0
 
 
+def test_competing_traffic_writers_leave_every_worker_with_the_same_policy(group: dict[str, str]) -> None:
+    """Writers racing with the same expect_generation (two rollouts starting at once): one wins, the rest get 409,
+    and every worker holds the winner's policy: the parent sends one change at a time to all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeinfer.gateway.admin_client import AdminClient, AdminError
+
+    admin = AdminClient(group["admin"].removeprefix("http://"), timeout=30)
+    generation = int(admin.traffic("fraud")["generation"])
+
+    def write(writer: int) -> int:
+        try:
+            admin.set_traffic("fraud", {"weights": {"1": 100}, "rollout": {"writer": writer}}, generation)
+        except AdminError as exc:
+            return exc.status or 0
+        return 200
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = sorted(pool.map(write, range(8)))
+        assert statuses == [200] + [409] * 7, statuses
+        held = [AdminClient(w["admin"]).traffic("fraud") for w in workers(group["admin"])]
+        assert len({json.dumps(h["rollout"]) for h in held}) == 1 and {h["generation"] for h in held} == {
+            generation + 1
+        }
+    finally:
+        admin.clear_traffic("fraud")
+
+
 def test_ports_stay_on_loopback_by_default(group: dict[str, str]) -> None:
     for name in ("grpc", "rest", "admin"):
         port = int(group[name].rsplit(":", 1)[1])
