@@ -71,10 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the rollout's --shadow-percent (default: 10, so a 5 s interval at 200 req/s copies ~100 requests)",
     )
     canary.add_argument("--min-requests", type=int, default=50, help="the rollout's --min-requests")
+    # A canary drill's load lasts as long as its steps need unless --duration says otherwise.
+    parser.set_defaults(duration=None)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.scenario not in CANARIES:
+        if args.duration is None:
+            args.duration = region_drill.DEFAULT_DURATION_S
         return region_drill.run(args)
     return run_canary(args)
 
@@ -260,8 +264,11 @@ def run_canary(args: argparse.Namespace) -> int:
         return 2
     one = _one_region(topology, region)
     phases = len(args.steps) + (1 if args.shadow_percent > 0 else 0)
-    # Long enough for every step, the promotion and its drain, with an interval to spare.
-    load_s = max(args.duration, (phases + 2) * args.interval + 5.0)
+    # By default long enough for every step, the promotion and its drain, with an interval to spare.
+    load_s = args.duration if args.duration is not None else (phases + 2) * args.interval + 5.0
+    if load_s <= 0:
+        console.print("edgeinfer drill: --duration must be positive")
+        return 2
     state_dir = (args.state_dir or Path(tempfile.mkdtemp(prefix="edgeinfer-canary-"))).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     repo = state_dir / "models"

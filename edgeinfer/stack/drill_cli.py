@@ -44,6 +44,7 @@ from edgeinfer.stack.local import LocalStack, UpError
 from edgeinfer.stack.procfs import set_child_subreaper, wide_console_width
 
 SCENARIOS = ("kill", "blackhole", "slow", "flap")
+DEFAULT_DURATION_S = 30.0
 HEALTH_POLL_S = 0.05
 STANDBY_WAIT_S = 60.0
 
@@ -53,7 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser, extra_scenarios: tuple[str, .
     parser.add_argument("--scenario", choices=SCENARIOS + extra_scenarios, required=True)
     parser.add_argument("--region", default=None, help="the region to fault (default: the edge, which serves)")
     parser.add_argument("--rps", type=float, default=200.0, help="open-loop requests per second (default: 200)")
-    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds (default: 30)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=DEFAULT_DURATION_S,
+        help="measured seconds (default: 30; a canary drill's: as long as its steps need)",
+    )
     parser.add_argument("--report", type=Path, required=True, help="JSON report; the PNG goes beside it")
     parser.add_argument("--model", default="fraud")
     parser.add_argument("--topology", type=Path, help="topology file (default: the default topology of `up`)")
