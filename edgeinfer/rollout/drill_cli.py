@@ -30,7 +30,7 @@ from rich.table import Table
 
 from edgeinfer.gateway.admin_client import AdminClient, AdminError
 from edgeinfer.gateway.metrics import GATEWAY_REQUESTS
-from edgeinfer.regions.topology import Topology, TopologyError, default_topology, load_topology
+from edgeinfer.regions.topology import Topology
 from edgeinfer.rollout.analysis import CLIENT_ERROR_CODES, Thresholds
 from edgeinfer.rollout.cli import duration, steps
 from edgeinfer.rollout.controller import RolloutConfig
@@ -250,15 +250,10 @@ def run_canary(args: argparse.Namespace) -> int:
 
     kind = CANARIES[args.scenario]
     console = Console(highlight=False, width=wide_console_width())
-    try:
-        topology: Topology = load_topology(args.topology) if args.topology else default_topology()
-    except TopologyError as exc:
-        console.print(f"edgeinfer drill: {exc}".replace("\n", "; "))
+    chosen = region_drill.drilled_region(args, console)
+    if chosen is None:
         return 2
-    region = args.region or topology.regions[0].name
-    if region not in topology.names:
-        console.print(f"edgeinfer drill: --region {region}: unknown (known: {', '.join(topology.names)})")
-        return 2
+    topology, region = chosen
     if args.rps <= 0 or args.min_requests < 1 or not 0 <= args.shadow_percent <= 100:
         console.print("edgeinfer drill: --rps and --min-requests must be positive, --shadow-percent in 0-100")
         return 2

@@ -128,6 +128,21 @@ def _single_model_repo(source: Path, model: str, into: Path) -> Path:
     return view
 
 
+def drilled_region(args: argparse.Namespace, console: Console) -> tuple[Topology, str] | None:
+    """The topology (--topology, else `up`'s default) and the region to drill (--region, else the edge); None,
+    the reason printed, when either is wrong."""
+    try:
+        topology: Topology = load_topology(args.topology) if args.topology else default_topology()
+    except TopologyError as exc:
+        console.print(f"edgeinfer drill: {exc}".replace("\n", "; "))
+        return None
+    region = args.region or topology.regions[0].name
+    if region not in topology.names:
+        console.print(f"edgeinfer drill: --region {region}: unknown (known: {', '.join(topology.names)})")
+        return None
+    return topology, region
+
+
 def start_stack(stack: LocalStack, console: Console) -> bool:
     """Preflight, the models, then every child ready, with progress; False (the reason printed) if it cannot."""
     try:
@@ -154,15 +169,10 @@ def run(args: argparse.Namespace) -> int:
     from edgeinfer.loadgen.runner import BackgroundBench
 
     console = Console(highlight=False, width=wide_console_width())
-    try:
-        topology: Topology = load_topology(args.topology) if args.topology else default_topology()
-    except TopologyError as exc:
-        console.print(f"edgeinfer drill: {exc}".replace("\n", "; "))
+    chosen = drilled_region(args, console)
+    if chosen is None:
         return 2
-    region = args.region or topology.regions[0].name
-    if region not in topology.names:
-        console.print(f"edgeinfer drill: --region {region}: unknown (known: {', '.join(topology.names)})")
-        return 2
+    topology, region = chosen
     if args.duration <= 0 or args.rps <= 0:
         console.print("edgeinfer drill: --duration and --rps must be positive")
         return 2
