@@ -488,17 +488,26 @@ class LocalStack:
 
     def _wait_prometheus(self, progress: Progress, task: TaskID) -> None:
         assert self.prometheus is not None
-        log = self.prometheus.log_path
+        self._wait_one(
+            self.prometheus,
+            PROMETHEUS_READY_S,
+            f"Prometheus on {self.prometheus_address} did not answer ready within {PROMETHEUS_READY_S:.0f}s; "
+            f"see {self.prometheus.log_path}",
+            progress,
+            task,
+            f"Prometheus: ready on http://{self.prometheus_address}",
+        )
+
+    def _wait_one(self, child: Child, limit: float, late: str, progress: Progress, task: TaskID, done: str) -> None:
+        """Wait for one child's probe; UpError with its log's tail if it exits, `late` if it is not ready in time."""
         try:
-            self.supervisor.wait_ready([self.prometheus], PROMETHEUS_READY_S)
+            self.supervisor.wait_ready([child], limit)
         except ChildExited as exc:
-            raise UpError(f"Prometheus exited with {exc.code}: {tail(log)} (log: {log})") from None
+            log = child.log_path
+            raise UpError(f"{child.name} exited with {exc.code}: {tail(log)} (log: {log})") from None
         except NotReady:
-            raise UpError(
-                f"Prometheus on {self.prometheus_address} did not answer ready within {PROMETHEUS_READY_S:.0f}s; "
-                f"see {log}"
-            ) from None
-        progress.update(task, completed=1, description=f"Prometheus: ready on http://{self.prometheus_address}")
+            raise UpError(late) from None
+        progress.update(task, completed=1, description=done)
         progress.refresh()
 
     def _envoy_child(self) -> Child:
@@ -538,17 +547,15 @@ class LocalStack:
 
     def _wait_entry(self, progress: Progress, task: TaskID) -> None:
         assert self.envoy is not None
-        try:
-            self.supervisor.wait_ready([self.envoy], ENVOY_READY_S)
-        except ChildExited as exc:
-            raise UpError(f"Envoy exited with {exc.code}: {tail(self.envoy_log)} (log: {self.envoy_log})") from None
-        except NotReady:
-            raise UpError(
-                f"the entry {self.entry} (Envoy) did not answer ready within {ENVOY_READY_S:.0f}s; "
-                f"see {self.envoy_log} and http://127.0.0.1:{self.topology.envoy_admin}/clusters"
-            ) from None
-        progress.update(task, completed=1, description=f"Envoy: entry ready on {self.entry}")
-        progress.refresh()
+        self._wait_one(
+            self.envoy,
+            ENVOY_READY_S,
+            f"the entry {self.entry} (Envoy) did not answer ready within {ENVOY_READY_S:.0f}s; "
+            f"see {self.envoy_log} and http://127.0.0.1:{self.topology.envoy_admin}/clusters",
+            progress,
+            task,
+            f"Envoy: entry ready on {self.entry}",
+        )
 
     def _gateway_child(self, region: Region) -> Child:
         endpoints = region.endpoints
