@@ -22,6 +22,7 @@ import io
 import itertools
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -289,18 +290,7 @@ def torch_installed() -> bool:
 def write_pytorch_examples(root: Path, force: bool = False, only: tuple[str, ...] | None = None) -> list[Path]:
     """Write fraud-pt and ranker-pt (version 1, model.pt2) and their config.yaml; return the files written.
     Needs torch (check torch_installed() first)."""
-    written = []
-    for name, (build, config) in PYTORCH_EXAMPLES.items():
-        if only is not None and name not in only:
-            continue
-        model_file = root / name / "1" / PYTORCH_FILE
-        if model_file.exists() and not force:
-            continue
-        model_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(model_file, build())
-        (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        written.append(model_file)
-    return written
+    return _write_models(root, PYTORCH_EXAMPLES, PYTORCH_FILE, force, only)
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
@@ -309,13 +299,19 @@ def _write_atomic(path: Path, content: bytes) -> None:
     tmp.replace(path)  # atomic: a concurrent reader never sees half a file
 
 
-def write_examples(root: Path, force: bool = False, only: tuple[str, ...] | None = None) -> list[Path]:
-    """Write each example model (version 1) and its config.yaml; return the model files written."""
+def _write_models(
+    root: Path,
+    models: dict[str, tuple[Callable[[], bytes], dict[str, Any]]],
+    file_name: str,
+    force: bool,
+    only: tuple[str, ...] | None,
+) -> list[Path]:
+    """Each model's version 1 (`file_name`) and its config.yaml, unless already there; the model files written."""
     written = []
-    for name, (build, config) in EXAMPLES.items():
+    for name, (build, config) in models.items():
         if only is not None and name not in only:
             continue
-        model_file = root / name / "1" / "model.onnx"
+        model_file = root / name / "1" / file_name
         if model_file.exists() and not force:
             continue
         model_file.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +319,11 @@ def write_examples(root: Path, force: bool = False, only: tuple[str, ...] | None
         (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         written.append(model_file)
     return written
+
+
+def write_examples(root: Path, force: bool = False, only: tuple[str, ...] | None = None) -> list[Path]:
+    """Write each example model (version 1) and its config.yaml; return the model files written."""
+    return _write_models(root, EXAMPLES, "model.onnx", force, only)
 
 
 def check_canary(kind: str, version: str) -> None:
