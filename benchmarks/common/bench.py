@@ -47,6 +47,7 @@ class LoadSettings:
     channels: int = 1  # gRPC channels (TCP connections) per process: several spread load over SO_REUSEPORT workers
     unique: bool = False  # every request's input bytes distinct (cache misses)
     seed: int | None = None  # payload data; a new seed per --unique run, or a rerun repeats the last run's inputs
+    batch_size: int = 1  # rows per request
 
     def argv(self) -> list[str]:
         args = [
@@ -63,6 +64,8 @@ class LoadSettings:
             args.append("--unique")
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
+        if self.batch_size != 1:
+            args += ["--batch-size", str(self.batch_size)]
         for spec in self.inputs:
             args += ["--input", spec]
         return args
@@ -130,8 +133,11 @@ def marginal(step: Step, criteria: Criteria) -> bool:
     )
 
 
-def run_step(target: str, model: str, rate: float, load: LoadSettings, log_dir: Path) -> Step:
-    """One `edgeinfer bench --json` run; a run that fails to produce a report becomes a failed Step."""
+def run_step(
+    target: str, model: str, rate: float, load: LoadSettings, log_dir: Path, env: dict[str, str] | None = None
+) -> Step:
+    """One `edgeinfer bench --json` run; a run that fails to produce a report becomes a failed Step. `env`: the
+    bench's environment (default: this process's)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     fd, json_name = tempfile.mkstemp(prefix=f"{model}-{rate:.0f}-", suffix=".json", dir=log_dir)
     os.close(fd)
@@ -155,6 +161,7 @@ def run_step(target: str, model: str, rate: float, load: LoadSettings, log_dir: 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=REPO_ROOT,
+        env=env,
         start_new_session=True,
     )
     try:

@@ -55,7 +55,15 @@ if str(REPO_ROOT) not in sys.path:
     # keeps precedence for `edgeinfer`; the repository root is only needed for `benchmarks`.
     sys.path.append(str(REPO_ROOT))
 
-from benchmarks.common.bench import Criteria, SearchPlan, Step, describe, search_max_rate  # noqa: E402
+from benchmarks.common.bench import (  # noqa: E402
+    Criteria,
+    LoadSettings,
+    SearchPlan,
+    Step,
+    describe,
+    run_step,
+    search_max_rate,
+)
 from benchmarks.gpu import floor, models  # noqa: E402
 from benchmarks.gpu.models import BATCHES, INPUT, MODEL, VARIANTS, Variant  # noqa: E402
 
@@ -380,58 +388,20 @@ def single_requests(function: Function, batch: int, s: Settings, until: float) -
 
 def bench_step(function: Function, rate: float, batch: int, s: Settings, logs: Path) -> tuple[Step, float]:
     """One `edgeinfer bench` run at `rate` requests/s of `batch` rows, and the server's mean executed batch."""
-    fd, json_name = tempfile.mkstemp(prefix=f"bench-{batch}-{rate:.0f}-", suffix=".json", dir=logs)
-    os.close(fd)
-    report_path = Path(json_name)
-    argv = [
-        sys.executable, "-m", "edgeinfer.cli", "bench",
-        "--target", function.target, "--model", MODEL, "--rate", f"{rate:.3f}",
-        "--duration", f"{s.step_duration_s:g}", "--warmup", f"{s.step_warmup_s:g}",
-        "--processes", str(s.bench_processes), "--concurrency-limit", str(s.concurrency_limit),
-        "--timeout-ms", f"{s.timeout_ms:g}", "--batch-size", str(batch),
-        "--input", f"{INPUT}:FP32:-1,{INPUT_WIDTH}", "--json", str(report_path), "--quiet",
-    ]  # fmt: skip
-    step = Step(offered_rate=rate)
-    before = scrape(function.metrics_port)
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=child_env(),
-        cwd=logs,
-        start_new_session=True,
+    load = LoadSettings(
+        duration_s=s.step_duration_s,
+        warmup_s=s.step_warmup_s,
+        processes=s.bench_processes,
+        concurrency_limit=s.concurrency_limit,
+        timeout_ms=s.timeout_ms,
+        inputs=(f"{INPUT}:FP32:-1,{INPUT_WIDTH}",),
+        batch_size=batch,
     )
-    limit = s.step_warmup_s + s.step_duration_s + s.timeout_ms / 1000 + 60
-    try:
-        output, _ = proc.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        output = b""
-        step.reason = f"edgeinfer bench did not finish within {limit:.0f} s"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    step.wall_s = time.monotonic() - started
+    before = scrape(function.metrics_port)
+    step = run_step(function.target, MODEL, rate, load, logs, env=child_env())
     after = scrape(function.metrics_port)
-    try:
-        report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.stat().st_size else {}
-    except (OSError, ValueError):
-        report = {}
-    finally:
-        report_path.unlink(missing_ok=True)
-    if not report:
-        tail = output.decode(errors="replace").strip().splitlines()[-3:]
-        step.reason = step.reason or f"edgeinfer bench exited {proc.returncode}: {' | '.join(tail)}"
-        step.errors = {"BENCH_FAILED": 1}
+    if step.errors.get("BENCH_FAILED"):
         return step, math.nan
-    step.achieved_rate = float(report["achieved_rate"])
-    step.sent = int(report["sent"])
-    step.ok = int(report["ok"])
-    step.errors = {str(k): int(v) for k, v in report["errors"].items()}
-    step.latency_ms = {str(k): float(v) for k, v in report["latency_ms"].items()}
-    step.max_send_lag_ms = float(report.get("max_send_lag_ms", 0.0))
     batches = sample(after, "edgeinfer_function_batch_size_count") - sample(
         before, "edgeinfer_function_batch_size_count"
     )
